@@ -1,0 +1,136 @@
+"""Turning client features into Vowpal Wabbit text lines that no client string can break.
+
+VW's text format has no escaping: a newline adds an example, ``|`` opens a
+namespace, a space splits features, ``:`` gives a value. Every client string
+(namespace names aside, which map to index characters) goes through
+:func:`token`, which percent-encodes everything outside ``[A-Za-z0-9_.~-]``,
+so the output alphabet provably contains none of those characters. Numbers are
+checked finite and bounded before they are formatted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from urllib.parse import quote
+
+FeatureScalar = str | float | int | bool
+
+# Client namespaces map to these VW namespace indices, in order of first
+# appearance; VW keys interactions on this one character.
+NAMESPACE_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+# Reserved indices for features Kairos adds itself, outside the client alphabet.
+ACTION_ID_NAMESPACE = "!"
+CHANNEL_NAMESPACE = "@"
+RESERVED_NAMESPACES = {"_action": ACTION_ID_NAMESPACE, "_channel": CHANNEL_NAMESPACE}
+
+# |x| above this is refused: products of two such values in quadratic
+# interactions, squared by the adaptive update, must stay finite in float32.
+MAX_ABS_NUMBER = 1e6
+
+
+class FeatureError(ValueError):
+    """A feature the encoder refuses; the message says which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureGroup:
+    """Features of one namespace."""
+
+    namespace: str
+    features: Mapping[str, FeatureScalar]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A candidate action and its features."""
+
+    id: str
+    features: tuple[FeatureGroup, ...] = ()
+
+
+@lru_cache(maxsize=65536)
+def token(text: str) -> str:
+    """Percent-encode ``text`` into VW-safe characters (letters, digits, ``_.~-%``)."""
+    return quote(text, safe="")
+
+
+def _number(name: str, value: float) -> str:
+    if not math.isfinite(value):
+        raise FeatureError(f"feature {name!r} is {value}; numbers must be finite")
+    if abs(value) > MAX_ABS_NUMBER:
+        raise FeatureError(
+            f"feature {name!r} is {value:g}; numbers must be within +-{MAX_ABS_NUMBER:g} (scale or bucket it)"
+        )
+    return format(value, ".9g")
+
+
+def encode_feature(name: str, value: FeatureScalar) -> str | None:
+    """One feature as a VW text token; None for a feature that carries nothing (false)."""
+    if isinstance(value, bool):
+        return token(name) if value else None
+    if isinstance(value, str):
+        return f"{token(name)}={token(value)}"
+    return f"{token(name)}:{_number(name, float(value))}"
+
+
+@dataclass
+class NamespaceTable:
+    """Stable map from client namespace names to VW namespace indices, per decision point.
+
+    Persisted with the decision point: the hashes of every learned weight
+    depend on it, so an index, once given, never changes.
+    """
+
+    indices: dict[str, str] = field(default_factory=dict)
+
+    def index(self, namespace: str) -> str:
+        """The index of ``namespace``, assigning the next free one on first sight."""
+        found = self.indices.get(namespace)
+        if found is not None:
+            return found
+        if namespace in RESERVED_NAMESPACES:
+            return RESERVED_NAMESPACES[namespace]
+        if not namespace:
+            raise FeatureError("a feature group has an empty namespace; name it (for example 'user')")
+        if namespace.startswith("_"):
+            raise FeatureError(f"namespace {namespace!r}: names starting with '_' are reserved")
+        if len(self.indices) >= len(NAMESPACE_ALPHABET):
+            raise FeatureError(
+                f"namespace {namespace!r} would be this decision point's "
+                f"{len(NAMESPACE_ALPHABET) + 1}th; at most {len(NAMESPACE_ALPHABET)} are supported"
+            )
+        assigned = NAMESPACE_ALPHABET[len(self.indices)]
+        self.indices[namespace] = assigned
+        return assigned
+
+    def copy(self) -> NamespaceTable:
+        return NamespaceTable(dict(self.indices))
+
+
+def encode_groups(groups: Iterable[FeatureGroup], table: NamespaceTable) -> list[str]:
+    """The ``|x f1 f2`` segments of a line, one per non-empty group."""
+    parts: list[str] = []
+    for group in groups:
+        index = table.index(group.namespace)
+        tokens = [t for name, value in group.features.items() if (t := encode_feature(name, value)) is not None]
+        if tokens:
+            parts.append(f"|{index} " + " ".join(tokens))
+    return parts
+
+
+def shared_line(context: Iterable[FeatureGroup], table: NamespaceTable, channel: str = "") -> str:
+    """The shared (context) example of a multi-line ADF example."""
+    parts = encode_groups(context, table)
+    if channel:
+        parts.append(f"|{CHANNEL_NAMESPACE} {token(channel)}")
+    return "shared " + " ".join(parts) if parts else "shared |"
+
+
+def action_line(candidate: Candidate, table: NamespaceTable) -> str:
+    """An action example; the action id is a feature so each action can learn its own value."""
+    parts = [f"|{ACTION_ID_NAMESPACE} {token(candidate.id)}"]
+    parts += encode_groups(candidate.features, table)
+    return " ".join(parts)

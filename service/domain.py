@@ -1,0 +1,148 @@
+"""The service's own records: decision point configuration and logged decisions.
+
+Plain dataclasses with compact JSON codecs for LMDB; no transport types.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from policies.features import NamespaceTable
+from policies.learner_options import LearnerOptions
+
+Aggregation = Literal["first", "sum"]
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+MAX_ID_BYTES = 256
+MIN_REWARD_WAIT_MS = 100
+DEFAULT_REWARD_WAIT_MS = 10 * 60 * 1000
+
+
+@dataclass(frozen=True)
+class DecisionPointConfig:
+    name: str
+    learner: LearnerOptions = field(default_factory=LearnerOptions)
+    reward_wait_ms: int = DEFAULT_REWARD_WAIT_MS
+    default_reward: float = 0.0
+    aggregation: Aggregation = "first"
+    reward_min: float = -1.0
+    reward_max: float = 1.0
+    seed: int = 0
+
+    @property
+    def effective_seed(self) -> int:
+        return self.seed or zlib.crc32(self.name.encode())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "learner": self.learner.to_dict(),
+            "reward_wait_ms": self.reward_wait_ms,
+            "default_reward": self.default_reward,
+            "aggregation": self.aggregation,
+            "reward_min": self.reward_min,
+            "reward_max": self.reward_max,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DecisionPointConfig:
+        fields = dict(data)
+        fields["learner"] = LearnerOptions.from_dict(fields.get("learner", {}))
+        return cls(**fields)
+
+    def with_changes(self, **changes: Any) -> DecisionPointConfig:
+        return replace(self, **changes)
+
+
+@dataclass
+class DecisionPointRecord:
+    """What LMDB keeps per decision point: its config and model lineage."""
+
+    config: DecisionPointConfig
+    namespaces: NamespaceTable
+    generation: int = 1
+    base_seq: int = 0  # journal position where this generation's model started
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "config": self.config.to_dict(),
+                "namespaces": self.namespaces.indices,
+                "generation": self.generation,
+                "base_seq": self.base_seq,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> DecisionPointRecord:
+        data = json.loads(raw)
+        return cls(
+            config=DecisionPointConfig.from_dict(data["config"]),
+            namespaces=NamespaceTable(dict(data["namespaces"])),
+            generation=data["generation"],
+            base_seq=data["base_seq"],
+        )
+
+
+OPEN, LEARNING, EXPIRED = "open", "learning", "expired"
+
+
+@dataclass
+class Decision:
+    """One ranked event: enough to answer a retry and to learn from it later."""
+
+    event_id: str
+    ranked_at_ms: int
+    deadline_ms: int
+    shared: str  # VW shared line
+    action_ids: list[str]
+    action_lines: list[str]  # VW action lines, in candidate order
+    order: list[int]  # ranking, as indices into action_ids
+    probabilities: list[float]  # per candidate, in candidate order
+    model_version: str
+    fingerprint: str  # hash of the request payload, to notice a retry that differs
+    deferred: bool = False
+    activated: bool = False
+    state: str = OPEN
+    reward: float | None = None
+    reward_ids: list[str] = field(default_factory=list)
+
+    @property
+    def chosen(self) -> int:
+        return self.order[0]
+
+    @property
+    def chosen_probability(self) -> float:
+        return self.probabilities[self.order[0]]
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            [
+                self.event_id,
+                self.ranked_at_ms,
+                self.deadline_ms,
+                self.shared,
+                self.action_ids,
+                self.action_lines,
+                self.order,
+                self.probabilities,
+                self.model_version,
+                self.fingerprint,
+                self.deferred,
+                self.activated,
+                self.state,
+                self.reward,
+                self.reward_ids,
+            ],
+            separators=(",", ":"),
+            ensure_ascii=False,
+        ).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Decision:
+        return cls(*json.loads(raw))

@@ -1,0 +1,177 @@
+"""Each decision point's live model: load, replay, learn, checkpoint.
+
+Learning is exactly-once through the journal: every event that becomes
+learnable (a reward under FIRST, a closed window, an activation) gets the
+next journal sequence number in the same LMDB transaction that changes its
+state. The model learns journal entries in order; a checkpoint records the
+last sequence number it contains, so after a crash the newest valid
+checkpoint loads and only the entries after it are replayed.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from policies.vw import PolicyError, VWPolicy
+from service.domain import DecisionPointRecord
+from service.store.lmdb_store import CheckpointMeta, JournalEntry, Store
+
+log = structlog.get_logger(__name__)
+CHECKPOINTS_KEPT = 3
+COUNTER_NAMES = (
+    "ranks",
+    "rewards",
+    "late_rewards",
+    "duplicate_rewards",
+    "default_rewards",
+    "expired_events",
+    "open_events",
+)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class ModelState:
+    record: DecisionPointRecord
+    policy: VWPolicy
+    counters: dict[str, int]
+    applied_seq: int  # last journal entry learned into the model
+    next_seq: int  # journal number the next learnable event gets
+    learned: int = 0
+    reward_sum: float = 0.0
+    checkpoint_seq: int = 0
+    checkpoint_ms: int = 0
+    backlog: collections.deque[JournalEntry] = field(default_factory=collections.deque)
+
+    @property
+    def name(self) -> str:
+        return self.record.config.name
+
+    @property
+    def model_version(self) -> str:
+        return f"{self.record.generation}.{self.learned}"
+
+    def vw_args(self) -> list[str]:
+        return self.record.config.learner.vw_args(self.record.namespaces)
+
+
+def _checkpoint_path(models_dir: Path, name: str, generation: int, seq: int) -> Path:
+    return models_dir / name / f"{generation:06d}-{seq:016d}.vw"
+
+
+def load(store: Store, models_dir: Path, record: DecisionPointRecord) -> ModelState:
+    """The newest valid checkpoint of the current generation, plus a replay of the journal after it."""
+    name = record.config.name
+    args = record.config.learner.vw_args(record.namespaces)
+    with store.read() as txn:
+        metas = store.checkpoints(txn, name, record.generation)
+        counters = {key: 0 for key in COUNTER_NAMES} | store.get_counters(txn, name)
+        last_seq = store.last_journal_seq(txn, name)
+    policy, start = None, None
+    for meta in metas:
+        path = models_dir / name / meta.file
+        try:
+            data = path.read_bytes()
+            if hashlib.sha256(data).hexdigest() != meta.sha256:
+                raise PolicyError("checksum mismatch")
+            policy = VWPolicy(args, model=data)
+            start = meta
+            break
+        except (OSError, PolicyError) as err:
+            log.warning("checkpoint_unusable", decision_point=name, file=meta.file, error=str(err))
+    if policy is None:
+        if metas:
+            log.warning("no_valid_checkpoint", decision_point=name, replay_from=record.base_seq)
+        policy = VWPolicy(args)
+    state = ModelState(
+        record=record,
+        policy=policy,
+        counters=counters,
+        applied_seq=start.seq if start else record.base_seq,
+        next_seq=max(last_seq, record.base_seq) + 1,
+        learned=start.learned if start else 0,
+        reward_sum=start.reward_sum if start else 0.0,
+        checkpoint_seq=start.seq if start else record.base_seq,
+        checkpoint_ms=start.created_ms if start else 0,
+    )
+    replayed = replay(store, state)
+    log.info(
+        "model_loaded",
+        decision_point=name,
+        model_version=state.model_version,
+        checkpoint=start.file if start else None,
+        replayed=replayed,
+    )
+    return state
+
+
+def replay(store: Store, state: ModelState) -> int:
+    with store.read() as txn:
+        entries = list(store.journal_after(txn, state.name, state.applied_seq))
+    state.backlog.clear()
+    for entry in entries:
+        learn(store, state, entry)
+    return len(entries)
+
+
+def learn(store: Store, state: ModelState, entry: JournalEntry) -> None:
+    """Learn one journal entry (in sequence order) into the model."""
+    if entry.seq <= state.applied_seq:
+        return  # already in the model (replayed)
+    with store.read() as txn:
+        decision = store.get_decision(txn, state.name, entry.event_id)
+    if decision is None:
+        log.warning("learn_skipped_missing_event", decision_point=state.name, event_id=entry.event_id)
+    else:
+        state.policy.learn(
+            decision.shared,
+            decision.action_lines,
+            decision.chosen,
+            cost=-entry.reward,
+            probability=decision.chosen_probability,
+        )
+        state.learned += 1
+        state.reward_sum += entry.reward
+    state.applied_seq = entry.seq
+
+
+def checkpoint(store: Store, models_dir: Path, state: ModelState) -> CheckpointMeta:
+    """Save the model (atomic file + sha256), record it, prune old ones and the journal they cover."""
+    name, generation = state.name, state.record.generation
+    path = _checkpoint_path(models_dir, name, generation, state.applied_seq)
+    sha = state.policy.save(path)
+    meta = CheckpointMeta(
+        generation=generation,
+        seq=state.applied_seq,
+        file=path.name,
+        sha256=sha,
+        learned=state.learned,
+        reward_sum=state.reward_sum,
+        created_ms=now_ms(),
+    )
+
+    def record(txn) -> list[CheckpointMeta]:  # type: ignore[no-untyped-def]
+        store.put_checkpoint(txn, name, meta)
+        every = store.all_checkpoints(txn, name)
+        current = sorted((m for m in every if m.generation == generation), key=lambda m: m.seq)
+        stale = [m for m in every if m.generation != generation] + current[:-CHECKPOINTS_KEPT]
+        for old in stale:
+            store.delete_checkpoint(txn, name, old)
+        kept = current[-CHECKPOINTS_KEPT:]
+        # Entries older than the oldest kept checkpoint can never be replayed again.
+        store.prune_journal(txn, name, min(m.seq for m in kept))
+        return stale
+
+    for old in store.write(record):
+        _checkpoint_path(models_dir, name, old.generation, old.seq).unlink(missing_ok=True)
+    state.checkpoint_seq, state.checkpoint_ms = meta.seq, meta.created_ms
+    return meta

@@ -1,0 +1,539 @@
+"""The decision plane: Rank, Reward, Activate and decision point administration.
+
+Transport-free: it takes and returns plain Python values and raises
+:class:`KairosError`; the gRPC servicers (and later the REST layer) only
+translate. Every method runs on one thread (the server's event loop), so the
+models and the LMDB writer need no locks.
+
+Every acknowledged change is committed to LMDB before the method returns;
+in-memory state changes only after the commit succeeds.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import uuid
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from policies.features import Candidate, FeatureError, FeatureGroup, NamespaceTable, action_line, shared_line
+from policies.learner_options import LearnerOptions, OptionsError
+from policies.ranking import rank, rng_for
+from policies.vw import PolicyError, VWPolicy
+from service.domain import (
+    EXPIRED,
+    LEARNING,
+    MAX_ID_BYTES,
+    MIN_REWARD_WAIT_MS,
+    NAME_PATTERN,
+    OPEN,
+    Decision,
+    DecisionPointConfig,
+    DecisionPointRecord,
+)
+from service.errors import Code, KairosError, failed_precondition, invalid, not_found
+from service.learning import models
+from service.learning.models import ModelState, now_ms
+from service.store.lmdb_store import JournalEntry, Store
+
+log = structlog.get_logger(__name__)
+MAX_REWARD_IDS = 1000
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_actions: int = 256
+    max_features: int = 4096  # context and action features of one request together
+    max_string_bytes: int = 1024  # a feature name or string value
+
+
+@dataclass(frozen=True)
+class RankInput:
+    decision_point: str
+    candidates: Sequence[Candidate]
+    context: Sequence[FeatureGroup] = ()
+    event_id: str = ""
+    subject_id: str = ""
+    excluded_action_ids: Iterable[str] = ()
+    defer_activation: bool = False
+    baseline_action_id: str = ""
+    channel: str = ""
+
+
+@dataclass(frozen=True)
+class RankOutput:
+    event_id: str
+    ranking: list[tuple[str, float]]
+    model_version: str
+
+
+@dataclass(frozen=True)
+class Stats:
+    decision_point: str
+    counters: dict[str, int]
+    learned: int
+    average_reward: float
+    model_version: str
+    backlog: int
+    last_checkpoint_ms: int
+
+
+@dataclass
+class _Pending:
+    """What a transaction will have changed, applied to memory only after it commits."""
+
+    counters: dict[str, int]
+    journal: list[JournalEntry] = field(default_factory=list)
+
+
+def _check_id(kind: str, value: str, required: bool = True) -> None:
+    if required and not value:
+        raise invalid(f"{kind.upper()}_REQUIRED", f"{kind} is required")
+    if len(value.encode()) > MAX_ID_BYTES:
+        raise invalid(f"{kind.upper()}_TOO_LONG", f"{kind} is longer than {MAX_ID_BYTES} bytes of UTF-8")
+
+
+def check_name(name: str) -> None:
+    if not NAME_PATTERN.fullmatch(name):
+        raise invalid(
+            "INVALID_DECISION_POINT_NAME",
+            f"decision point name {name[:80]!r} must match [a-z0-9][a-z0-9_-]{{0,63}}",
+        )
+
+
+def validate_config(config: DecisionPointConfig) -> None:
+    check_name(config.name)
+    try:
+        config.learner.validate()
+    except OptionsError as err:
+        raise invalid("INVALID_LEARNER_OPTIONS", str(err)) from None
+    if config.reward_wait_ms < MIN_REWARD_WAIT_MS:
+        raise invalid("REWARD_WAIT_TOO_SHORT", f"reward_wait must be at least {MIN_REWARD_WAIT_MS} ms")
+    low, high = config.reward_min, config.reward_max
+    if not (math.isfinite(low) and math.isfinite(high) and low < high and max(abs(low), abs(high)) <= 1e6):
+        raise invalid("INVALID_REWARD_RANGE", f"reward range [{low}, {high}] must be finite, min < max, within 1e6")
+    if not (math.isfinite(config.default_reward) and low <= config.default_reward <= high):
+        raise invalid("INVALID_DEFAULT_REWARD", f"default_reward must lie in the reward range [{low}, {high}]")
+
+
+class DecisionPlane:
+    def __init__(self, store: Store, models_dir: Path, limits: Limits | None = None) -> None:
+        self.store = store
+        self.models_dir = models_dir
+        self.limits = limits or Limits()
+        self.states: dict[str, ModelState] = {}
+        # Called after a commit made events learnable; the learning loop sets it.
+        self.on_learnable: Callable[[], None] = lambda: None
+
+    def load_all(self) -> None:
+        with self.store.read() as txn:
+            records = self.store.load_decision_points(txn)
+        for name, record in records.items():
+            self.states[name] = models.load(self.store, self.models_dir, record)
+
+    def _state(self, name: str) -> ModelState:
+        state = self.states.get(name)
+        if state is None:
+            check_name(name)
+            raise not_found("DECISION_POINT_NOT_FOUND", f"decision point {name!r} does not exist; create it first")
+        return state
+
+    # -- serving ------------------------------------------------------------
+
+    def rank(self, request: RankInput) -> RankOutput:
+        state = self._state(request.decision_point)
+        _check_id("event_id", request.event_id, required=False)
+        _check_id("subject_id", request.subject_id, required=False)
+        candidates = self._eligible(request)
+        table = state.record.namespaces
+        known_namespaces = len(table.indices)
+        try:
+            shared = shared_line(request.context, table, request.channel)
+            lines = [action_line(candidate, table) for candidate in candidates]
+        except FeatureError as err:
+            raise invalid("INVALID_FEATURE", str(err)) from None
+        fingerprint = f"{zlib.crc32(shared.encode()):08x}{zlib.crc32(chr(10).join(lines).encode()):08x}"
+
+        if request.event_id:
+            with self.store.read() as txn:
+                existing = self.store.get_decision(txn, state.name, request.event_id)
+            if existing is not None:
+                if existing.fingerprint != fingerprint:
+                    log.warning("rank_retry_differs", decision_point=state.name, event_id=request.event_id)
+                return _answer(existing)
+        event_id = request.event_id or uuid.uuid4().hex
+
+        prediction = state.policy.predict(shared, lines)
+        ranking = rank(prediction.pmf, prediction.scores, rng_for(state.record.config.effective_seed, event_id))
+        ranked_at = now_ms()
+        decision = Decision(
+            event_id=event_id,
+            ranked_at_ms=ranked_at,
+            deadline_ms=ranked_at + state.record.config.reward_wait_ms,
+            shared=shared,
+            action_ids=[c.id for c in candidates],
+            action_lines=lines,
+            order=list(ranking.order),
+            probabilities=list(ranking.probabilities),
+            model_version=state.model_version,
+            fingerprint=fingerprint,
+            deferred=request.defer_activation,
+        )
+        pending = _Pending(dict(state.counters))
+        pending.counters["ranks"] += 1
+        pending.counters["open_events"] += 1
+        namespaces_grew = len(table.indices) != known_namespaces
+
+        def commit(txn) -> None:  # type: ignore[no-untyped-def]
+            self.store.add_new_decision(txn, state.name, decision)
+            self.store.put_counters(txn, state.name, pending.counters)
+            if namespaces_grew:
+                self.store.put_decision_point(txn, state.record)
+
+        self.store.write(commit)
+        state.counters = pending.counters
+        return _answer(decision)
+
+    def _eligible(self, request: RankInput) -> list[Candidate]:
+        limits = self.limits
+        if not request.candidates:
+            raise invalid(
+                "NO_CANDIDATES",
+                "the request has no actions; send the candidates in `actions`",
+            )
+        if len(request.candidates) > limits.max_actions:
+            raise invalid(
+                "TOO_MANY_ACTIONS",
+                f"{len(request.candidates)} actions sent; at most {limits.max_actions} are allowed per Rank",
+                limit=str(limits.max_actions),
+            )
+        excluded = set(request.excluded_action_ids)
+        seen: set[str] = set()
+        eligible: list[Candidate] = []
+        features = sum(len(g.features) for g in request.context)
+        for candidate in request.candidates:
+            _check_id("action id", candidate.id)
+            if candidate.id in seen:
+                raise invalid("DUPLICATE_ACTION_ID", f"action id {candidate.id[:80]!r} appears more than once")
+            seen.add(candidate.id)
+            features += sum(len(g.features) for g in candidate.features)
+            if candidate.id not in excluded:
+                eligible.append(candidate)
+        if features > limits.max_features:
+            raise invalid(
+                "TOO_MANY_FEATURES",
+                f"the request has {features} features; at most {limits.max_features} are allowed",
+                limit=str(limits.max_features),
+            )
+        self._check_strings(request)
+        if not eligible:
+            raise invalid("ALL_ACTIONS_EXCLUDED", "every action is in excluded_action_ids; nothing is left to rank")
+        return eligible
+
+    def _check_strings(self, request: RankInput) -> None:
+        limit = self.limits.max_string_bytes
+        groups = [*request.context, *(g for c in request.candidates for g in c.features)]
+        for group in groups:
+            if len(group.namespace) > 64:
+                raise invalid("NAMESPACE_TOO_LONG", f"namespace {group.namespace[:80]!r} is longer than 64 characters")
+            for name, value in group.features.items():
+                if len(name) > limit or (isinstance(value, str) and len(value) > limit):
+                    raise invalid(
+                        "FEATURE_TOO_LONG",
+                        f"feature {name[:80]!r} in namespace {group.namespace[:80]!r}: names and values "
+                        f"are limited to {limit} characters",
+                    )
+        if len(request.channel) > limit:
+            raise invalid("CHANNEL_TOO_LONG", f"channel is longer than {limit} characters")
+
+    def reward(self, decision_point: str, event_id: str, value: float, reward_id: str = "") -> None:
+        state = self._state(decision_point)
+        config = state.record.config
+        _check_id("event_id", event_id)
+        _check_id("reward_id", reward_id, required=False)
+        if not math.isfinite(value) or not config.reward_min <= value <= config.reward_max:
+            raise invalid(
+                "REWARD_OUT_OF_RANGE",
+                f"reward {value} must be finite and within [{config.reward_min:g}, {config.reward_max:g}], "
+                "the decision point's reward range",
+            )
+        decision = self._decision(state, event_id)
+        pending = _Pending(dict(state.counters))
+        late = decision.state == EXPIRED or now_ms() > decision.deadline_ms
+        if config.aggregation == "sum" and decision.state != OPEN:
+            late = True
+        if late:
+            pending.counters["late_rewards"] += 1
+            self._commit(state, pending)
+            raise failed_precondition(
+                "REWARD_WINDOW_CLOSED",
+                f"event {event_id[:80]!r} was ranked more than {config.reward_wait_ms} ms ago; its reward window "
+                "has closed (raise reward_wait if rewards arrive later)",
+            )
+        duplicate = (
+            decision.reward is not None
+            if config.aggregation == "first"
+            else bool(reward_id) and reward_id in decision.reward_ids
+        )
+        if duplicate:
+            pending.counters["duplicate_rewards"] += 1
+            self._commit(state, pending)
+            return
+        if config.aggregation == "sum" and len(decision.reward_ids) >= MAX_REWARD_IDS:
+            raise KairosError(
+                Code.RESOURCE_EXHAUSTED,
+                "TOO_MANY_REWARDS",
+                f"event {event_id[:80]!r} already has {MAX_REWARD_IDS} rewards",
+            )
+        pending.counters["rewards"] += 1
+        decision.reward = value if decision.reward is None else decision.reward + value
+        if reward_id:
+            decision.reward_ids.append(reward_id)
+        if config.aggregation == "first" and (decision.activated or not decision.deferred):
+            self._close(state, decision, value, pending)
+        self._commit(state, pending, decision)
+
+    def activate(self, decision_point: str, event_id: str) -> None:
+        state = self._state(decision_point)
+        _check_id("event_id", event_id)
+        decision = self._decision(state, event_id)
+        if decision.state == EXPIRED or now_ms() > decision.deadline_ms:
+            raise failed_precondition(
+                "ACTIVATION_WINDOW_CLOSED",
+                f"event {event_id[:80]!r} can no longer be activated: its reward window has closed",
+            )
+        if not decision.deferred or decision.activated:
+            return
+        decision.activated = True
+        pending = _Pending(dict(state.counters))
+        if state.record.config.aggregation == "first" and decision.reward is not None and decision.state == OPEN:
+            self._close(state, decision, decision.reward, pending)
+        self._commit(state, pending, decision)
+
+    def close_windows(self, now: int, limit: int = 2000) -> int:
+        """Close every reward window whose deadline has passed: learn (default reward) or expire."""
+        with self.store.read() as txn:
+            due = self.store.due_before(txn, now, limit)
+        if not due:
+            return 0
+        by_state: dict[str, _Pending] = {}
+        changed: list[tuple[ModelState, Decision]] = []
+        with self.store.read() as txn:
+            for _, name, event_id in due:
+                state = self.states.get(name)
+                decision = self.store.get_decision(txn, name, event_id) if state else None
+                if state is None or decision is None or decision.state != OPEN:
+                    continue
+                pending = by_state.setdefault(name, _Pending(dict(state.counters)))
+                if decision.deferred and not decision.activated:
+                    decision.state = EXPIRED
+                    pending.counters["expired_events"] += 1
+                    pending.counters["open_events"] -= 1
+                else:
+                    reward = decision.reward
+                    if reward is None:
+                        reward = state.record.config.default_reward
+                        pending.counters["default_rewards"] += 1
+                    self._close(state, decision, reward, pending)
+                changed.append((state, decision))
+
+        def commit(txn) -> None:  # type: ignore[no-untyped-def]
+            for key, _, _ in due:  # windows of unknown or already closed events go too
+                self.store.drop_due(txn, key)
+            for state, decision in changed:
+                self.store.put_decision(txn, state.name, decision)
+            for name, pending in by_state.items():
+                self.store.put_counters(txn, name, pending.counters)
+                for entry in pending.journal:
+                    self.store.append_journal(txn, name, entry.seq, entry.event_id, entry.reward)
+
+        self.store.write(commit)
+        for name, pending in by_state.items():
+            self._apply(self.states[name], pending)
+        return len(due)
+
+    def _decision(self, state: ModelState, event_id: str) -> Decision:
+        with self.store.read() as txn:
+            decision = self.store.get_decision(txn, state.name, event_id)
+        if decision is None:
+            raise not_found(
+                "EVENT_NOT_FOUND",
+                f"event {event_id[:80]!r} was not ranked by decision point {state.name!r} (or has passed retention)",
+            )
+        return decision
+
+    def _close(self, state: ModelState, decision: Decision, reward: float, pending: _Pending) -> None:
+        """Mark the event learnable with ``reward``; its journal entry joins ``pending``."""
+        decision.state = LEARNING
+        pending.counters["open_events"] -= 1
+        seq = state.next_seq + len(pending.journal)
+        pending.journal.append(JournalEntry(seq, decision.event_id, reward))
+
+    def _commit(self, state: ModelState, pending: _Pending, decision: Decision | None = None) -> None:
+        def commit(txn) -> None:  # type: ignore[no-untyped-def]
+            if decision is not None:
+                self.store.put_decision(txn, state.name, decision)
+                if decision.state != OPEN:
+                    self.store.close_window(txn, state.name, decision)
+            for entry in pending.journal:
+                self.store.append_journal(txn, state.name, entry.seq, entry.event_id, entry.reward)
+            self.store.put_counters(txn, state.name, pending.counters)
+
+        self.store.write(commit)
+        self._apply(state, pending)
+
+    def _apply(self, state: ModelState, pending: _Pending) -> None:
+        state.counters = pending.counters
+        if pending.journal:
+            state.next_seq = pending.journal[-1].seq + 1
+            state.backlog.extend(pending.journal)
+            self.on_learnable()
+
+    # -- administration -----------------------------------------------------
+
+    def create_decision_point(self, config: DecisionPointConfig) -> DecisionPointRecord:
+        validate_config(config)
+        if config.name in self.states:
+            raise KairosError(
+                Code.ALREADY_EXISTS, "DECISION_POINT_EXISTS", f"decision point {config.name!r} already exists"
+            )
+        record = DecisionPointRecord(config=config, namespaces=NamespaceTable())
+        policy = self._new_policy(record)
+        self.store.write(lambda txn: self.store.put_decision_point(txn, record))
+        self.states[config.name] = ModelState(
+            record=record,
+            policy=policy,
+            counters={key: 0 for key in models.COUNTER_NAMES},
+            applied_seq=0,
+            next_seq=1,
+        )
+        log.info("decision_point_created", decision_point=config.name, config=config.to_dict())
+        return record
+
+    def _new_policy(self, record: DecisionPointRecord, model: bytes | None = None) -> VWPolicy:
+        try:
+            return VWPolicy(record.config.learner.vw_args(record.namespaces), model=model)
+        except (OptionsError, FeatureError) as err:
+            raise invalid("INVALID_LEARNER_OPTIONS", str(err)) from None
+        except PolicyError as err:
+            raise invalid("INVALID_MODEL", f"{err}; export it from a decision point with the same learner options")
+
+    def get_decision_point(self, name: str) -> DecisionPointRecord:
+        return self._state(name).record
+
+    def list_decision_points(self) -> list[DecisionPointRecord]:
+        return [self.states[name].record for name in sorted(self.states)]
+
+    def update_decision_point(self, config: DecisionPointConfig, reset_model: bool = False) -> DecisionPointRecord:
+        state = self._state(config.name)
+        validate_config(config)
+        old = state.record.config
+        learner_changed = config.learner != old.learner
+        if learner_changed and not reset_model:
+            raise failed_precondition(
+                "LEARNER_CHANGE_NEEDS_RESET",
+                "changing learner options changes the model's shape; set reset_model to start a fresh model",
+            )
+        record = DecisionPointRecord(
+            config=config,
+            namespaces=state.record.namespaces,
+            generation=state.record.generation,
+            base_seq=state.record.base_seq,
+        )
+        if learner_changed or reset_model:
+            self._start_generation(state, record)
+        else:
+            self.store.write(lambda txn: self.store.put_decision_point(txn, record))
+            state.record = record
+        log.info("decision_point_updated", decision_point=config.name, before=old.to_dict(), after=config.to_dict())
+        return state.record
+
+    def _start_generation(self, state: ModelState, record: DecisionPointRecord, model: bytes | None = None) -> None:
+        """Replace the model (fresh or imported); everything journaled so far belongs to the old one."""
+        record = DecisionPointRecord(
+            config=record.config,
+            namespaces=record.namespaces,
+            generation=state.record.generation + 1,
+            base_seq=state.next_seq - 1,
+        )
+        policy = self._new_policy(record, model)
+        self.store.write(lambda txn: self.store.put_decision_point(txn, record))
+        state.policy.close()
+        state.record, state.policy = record, policy
+        state.applied_seq = state.checkpoint_seq = record.base_seq
+        state.learned, state.reward_sum = 0, 0.0
+        state.backlog.clear()
+        models.checkpoint(self.store, self.models_dir, state)
+
+    def delete_decision_point(self, name: str) -> None:
+        state = self._state(name)
+        self.store.write(lambda txn: self.store.delete_decision_point(txn, name))
+        state.policy.close()
+        del self.states[name]
+        shutil.rmtree(self.models_dir / name, ignore_errors=True)
+        log.info("decision_point_deleted", decision_point=name)
+
+    def reset_model(self, name: str) -> str:
+        state = self._state(name)
+        self._start_generation(state, state.record)
+        return state.model_version
+
+    def import_model(self, name: str, model: bytes) -> str:
+        state = self._state(name)
+        if not model:
+            raise invalid("EMPTY_MODEL", "model is empty; send the bytes of an exported model")
+        self._start_generation(state, state.record, model)
+        return state.model_version
+
+    def export_model(self, name: str) -> tuple[bytes, str]:
+        state = self._state(name)
+        return state.policy.to_bytes(), state.model_version
+
+    def stats(self, name: str) -> Stats:
+        state = self._state(name)
+        return Stats(
+            decision_point=name,
+            counters=dict(state.counters),
+            learned=state.learned,
+            average_reward=state.reward_sum / state.learned if state.learned else 0.0,
+            model_version=state.model_version,
+            backlog=len(state.backlog),
+            last_checkpoint_ms=state.checkpoint_ms,
+        )
+
+    # -- learning -----------------------------------------------------------
+
+    def learn_pending(self, max_events: int) -> int:
+        """Learn up to ``max_events`` journaled events, oldest first, across decision points."""
+        done = 0
+        for state in list(self.states.values()):
+            while state.backlog and done < max_events:
+                models.learn(self.store, state, state.backlog.popleft())
+                done += 1
+        return done
+
+    def backlog(self) -> int:
+        return sum(len(state.backlog) for state in self.states.values())
+
+    def checkpoint_all(self, force: bool = False) -> None:
+        for state in list(self.states.values()):
+            if force or state.applied_seq != state.checkpoint_seq:
+                models.checkpoint(self.store, self.models_dir, state)
+
+    def close(self) -> None:
+        for state in self.states.values():
+            state.policy.close()
+
+
+def _answer(decision: Decision) -> RankOutput:
+    ids, probabilities = decision.action_ids, decision.probabilities
+    return RankOutput(
+        event_id=decision.event_id,
+        ranking=[(ids[i], probabilities[i]) for i in decision.order],
+        model_version=decision.model_version,
+    )

@@ -1,0 +1,284 @@
+"""Everything Kairos keeps, in one LMDB environment.
+
+Named databases and their keys (``dp`` is the decision point name plus a NUL,
+which a name can never contain; integers are 8-byte big-endian so keys sort
+by number):
+
+- ``meta``: ``format`` -> data directory format version
+- ``decision_points``: ``name`` -> DecisionPointRecord JSON
+- ``events``: ``dp + event_id`` -> Decision JSON
+- ``due``: ``deadline + dp + event_id`` -> "" (reward windows still open, by deadline)
+- ``by_time``: ``ranked_at + dp + event_id`` -> "" (for retention)
+- ``journal``: ``dp + seq`` -> what to learn, in learning order
+- ``counters``: ``dp`` -> counters JSON
+- ``checkpoints``: ``dp + generation + seq`` -> checkpoint metadata JSON
+
+Durability: with ``sync=False`` (the default) a commit is in the OS page
+cache when Rank or Reward returns, which survives ``kill -9`` of the process
+but not a power loss; ``sync=True`` fsyncs every commit.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import lmdb
+
+from service.domain import Decision, DecisionPointRecord
+
+FORMAT_VERSION = 1
+_U64 = struct.Struct(">Q")
+_DBS = ("meta", "decision_points", "events", "due", "by_time", "journal", "counters", "checkpoints")
+T = TypeVar("T")
+
+
+class DataDirError(RuntimeError):
+    """The data directory cannot be used by this build; the message says what to do."""
+
+
+def _dp(name: str) -> bytes:
+    return name.encode() + b"\x00"
+
+
+def _split_dp(key: bytes) -> tuple[str, bytes]:
+    name, _, rest = key.partition(b"\x00")
+    return name.decode(), rest
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    seq: int
+    event_id: str
+    reward: float
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    generation: int
+    seq: int
+    file: str
+    sha256: str
+    learned: int
+    reward_sum: float
+    created_ms: int
+
+    def encode(self) -> bytes:
+        return json.dumps(self.__dict__, separators=(",", ":")).encode()
+
+
+class Store:
+    def __init__(self, path: Path, *, sync: bool = False, map_size: int = 1 << 30) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.env = lmdb.open(
+            str(path),
+            max_dbs=len(_DBS),
+            map_size=map_size,
+            sync=sync,
+            metasync=sync,
+            writemap=False,  # with writemap a full disk kills the process with SIGBUS
+            readahead=False,
+            max_readers=256,
+        )
+        self.stale_readers_cleared = self.env.reader_check()
+        self.db = {name: self.env.open_db(name.encode()) for name in _DBS}
+        self._check_format()
+
+    def _check_format(self) -> None:
+        with self.env.begin(write=True) as txn:
+            raw = txn.get(b"format", db=self.db["meta"])
+            if raw is None:
+                txn.put(b"format", str(FORMAT_VERSION).encode(), db=self.db["meta"])
+                return
+        found = int(raw)
+        if found > FORMAT_VERSION:
+            raise DataDirError(
+                f"the data directory has format {found}, newer than this build understands ({FORMAT_VERSION}); "
+                "run the newer Kairos version on it, or restore a backup taken before the upgrade"
+            )
+
+    # -- transactions -------------------------------------------------------
+
+    def write(self, work: Callable[[lmdb.Transaction], T]) -> T:
+        """Run ``work`` in a write transaction; grow the map and retry when it is full."""
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    return work(txn)
+            except lmdb.MapFullError:
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+
+    def read(self) -> lmdb.Transaction:
+        return self.env.begin(buffers=False)
+
+    def sync(self) -> None:
+        self.env.sync(True)
+
+    def close(self) -> None:
+        self.env.close()
+
+    def size_bytes(self) -> int:
+        info = self.env.info()
+        stat = self.env.stat()
+        return int(info["last_pgno"] + 1) * int(stat["psize"])
+
+    # -- decision points ----------------------------------------------------
+
+    def load_decision_points(self, txn: lmdb.Transaction) -> dict[str, DecisionPointRecord]:
+        with txn.cursor(db=self.db["decision_points"]) as cursor:
+            return {key.decode(): DecisionPointRecord.decode(value) for key, value in cursor}
+
+    def put_decision_point(self, txn: lmdb.Transaction, record: DecisionPointRecord) -> None:
+        txn.put(record.config.name.encode(), record.encode(), db=self.db["decision_points"])
+
+    def delete_decision_point(self, txn: lmdb.Transaction, name: str) -> None:
+        prefix = _dp(name)
+        txn.delete(name.encode(), db=self.db["decision_points"])
+        for db in ("events", "journal", "counters", "checkpoints"):
+            self._delete_prefix(txn, db, prefix)
+        for db in ("due", "by_time"):  # keyed by time first: scan all
+            with txn.cursor(db=self.db[db]) as cursor:
+                keys = [key for key in cursor.iternext(values=False) if key[8:].startswith(prefix)]
+            for key in keys:
+                txn.delete(key, db=self.db[db])
+
+    def _delete_prefix(self, txn: lmdb.Transaction, db: str, prefix: bytes) -> None:
+        with txn.cursor(db=self.db[db]) as cursor:
+            if not cursor.set_range(prefix):
+                return
+            while cursor.key().startswith(prefix):
+                if not cursor.delete():
+                    break
+
+    # -- decisions ----------------------------------------------------------
+
+    def get_decision(self, txn: lmdb.Transaction, dp: str, event_id: str) -> Decision | None:
+        raw = txn.get(_dp(dp) + event_id.encode(), db=self.db["events"])
+        return None if raw is None else Decision.decode(raw)
+
+    def put_decision(self, txn: lmdb.Transaction, dp: str, decision: Decision) -> None:
+        txn.put(_dp(dp) + decision.event_id.encode(), decision.encode(), db=self.db["events"])
+
+    def add_new_decision(self, txn: lmdb.Transaction, dp: str, decision: Decision) -> None:
+        key = _dp(dp) + decision.event_id.encode()
+        txn.put(key, decision.encode(), db=self.db["events"])
+        txn.put(_U64.pack(decision.deadline_ms) + key, b"", db=self.db["due"])
+        txn.put(_U64.pack(decision.ranked_at_ms) + key, b"", db=self.db["by_time"])
+
+    def close_window(self, txn: lmdb.Transaction, dp: str, decision: Decision) -> None:
+        txn.delete(_U64.pack(decision.deadline_ms) + _dp(dp) + decision.event_id.encode(), db=self.db["due"])
+
+    def due_before(self, txn: lmdb.Transaction, now_ms: int, limit: int) -> list[tuple[bytes, str, str]]:
+        """Open windows whose deadline has passed, oldest first: (key, decision point, event id)."""
+        found: list[tuple[bytes, str, str]] = []
+        with txn.cursor(db=self.db["due"]) as cursor:
+            for key in cursor.iternext(values=False):
+                if _U64.unpack(key[:8])[0] > now_ms or len(found) >= limit:
+                    break
+                dp, event = _split_dp(key[8:])
+                found.append((key, dp, event.decode()))
+        return found
+
+    def drop_due(self, txn: lmdb.Transaction, key: bytes) -> None:
+        txn.delete(key, db=self.db["due"])
+
+    def ranked_before(self, txn: lmdb.Transaction, cutoff_ms: int, limit: int) -> list[tuple[bytes, str, str]]:
+        found: list[tuple[bytes, str, str]] = []
+        with txn.cursor(db=self.db["by_time"]) as cursor:
+            for key in cursor.iternext(values=False):
+                if _U64.unpack(key[:8])[0] >= cutoff_ms or len(found) >= limit:
+                    break
+                dp, event = _split_dp(key[8:])
+                found.append((key, dp, event.decode()))
+        return found
+
+    def forget_decision(self, txn: lmdb.Transaction, time_key: bytes, dp: str, event_id: str) -> None:
+        txn.delete(_dp(dp) + event_id.encode(), db=self.db["events"])
+        txn.delete(time_key, db=self.db["by_time"])
+
+    # -- learning journal ---------------------------------------------------
+
+    def append_journal(self, txn: lmdb.Transaction, dp: str, seq: int, event_id: str, reward: float) -> None:
+        value = json.dumps([event_id, reward], separators=(",", ":"), ensure_ascii=False).encode()
+        txn.put(_dp(dp) + _U64.pack(seq), value, db=self.db["journal"])
+
+    def journal_after(self, txn: lmdb.Transaction, dp: str, seq: int) -> Iterator[JournalEntry]:
+        prefix = _dp(dp)
+        with txn.cursor(db=self.db["journal"]) as cursor:
+            if not cursor.set_range(prefix + _U64.pack(seq + 1)):
+                return
+            for key, value in cursor:
+                if not key.startswith(prefix):
+                    return
+                event_id, reward = json.loads(value)
+                yield JournalEntry(_U64.unpack(key[len(prefix) :])[0], event_id, reward)
+
+    def last_journal_seq(self, txn: lmdb.Transaction, dp: str) -> int:
+        prefix = _dp(dp)
+        with txn.cursor(db=self.db["journal"]) as cursor:
+            # Step back from just past this decision point's largest possible key.
+            moved = cursor.prev() if cursor.set_range(prefix + b"\xff" * 8) else cursor.last()
+            if moved and cursor.key().startswith(prefix):
+                return int(_U64.unpack(cursor.key()[len(prefix) :])[0])
+        return 0
+
+    def prune_journal(self, txn: lmdb.Transaction, dp: str, up_to_seq: int) -> int:
+        prefix = _dp(dp)
+        removed = 0
+        with txn.cursor(db=self.db["journal"]) as cursor:
+            if not cursor.set_range(prefix):
+                return 0
+            while cursor.key().startswith(prefix) and _U64.unpack(cursor.key()[len(prefix) :])[0] <= up_to_seq:
+                removed += 1
+                if not cursor.delete():
+                    break
+        return removed
+
+    # -- counters -----------------------------------------------------------
+
+    def get_counters(self, txn: lmdb.Transaction, dp: str) -> dict[str, int]:
+        raw = txn.get(_dp(dp), db=self.db["counters"])
+        return {} if raw is None else dict(json.loads(raw))
+
+    def put_counters(self, txn: lmdb.Transaction, dp: str, counters: dict[str, int]) -> None:
+        txn.put(_dp(dp), json.dumps(counters, separators=(",", ":")).encode(), db=self.db["counters"])
+
+    # -- checkpoints --------------------------------------------------------
+
+    def put_checkpoint(self, txn: lmdb.Transaction, dp: str, meta: CheckpointMeta) -> None:
+        key = _dp(dp) + _U64.pack(meta.generation) + _U64.pack(meta.seq)
+        txn.put(key, meta.encode(), db=self.db["checkpoints"])
+
+    def checkpoints(self, txn: lmdb.Transaction, dp: str, generation: int) -> list[CheckpointMeta]:
+        """Checkpoints of one model generation, newest first."""
+        prefix = _dp(dp) + _U64.pack(generation)
+        found: list[CheckpointMeta] = []
+        with txn.cursor(db=self.db["checkpoints"]) as cursor:
+            if cursor.set_range(prefix):
+                for key, value in cursor:
+                    if not key.startswith(prefix):
+                        break
+                    data: dict[str, Any] = json.loads(value)
+                    found.append(CheckpointMeta(**data))
+        return found[::-1]
+
+    def all_checkpoints(self, txn: lmdb.Transaction, dp: str) -> list[CheckpointMeta]:
+        prefix = _dp(dp)
+        with txn.cursor(db=self.db["checkpoints"]) as cursor:
+            if not cursor.set_range(prefix):
+                return []
+            found = []
+            for key, value in cursor:
+                if not key.startswith(prefix):
+                    break
+                found.append(CheckpointMeta(**json.loads(value)))
+            return found
+
+    def delete_checkpoint(self, txn: lmdb.Transaction, dp: str, meta: CheckpointMeta) -> None:
+        key = _dp(dp) + _U64.pack(meta.generation) + _U64.pack(meta.seq)
+        txn.delete(key, db=self.db["checkpoints"])
