@@ -517,6 +517,21 @@ class DecisionPlane:
                 done += 1
         return done
 
+    def purge_before(self, cutoff_ms: int, limit: int) -> int:
+        """Delete logged decisions ranked before ``cutoff_ms`` (retention); open windows are kept."""
+        with self.store.read() as txn:
+            old = self.store.ranked_before(txn, cutoff_ms, limit)
+            gone = [(key, dp, event) for key, dp, event in old
+                    if (d := self.store.get_decision(txn, dp, event)) is None or d.state != OPEN]
+
+        def commit(txn) -> None:  # type: ignore[no-untyped-def]
+            for key, dp, event in gone:
+                self.store.forget_decision(txn, key, dp, event)
+
+        if gone:
+            self.store.write(commit)
+        return len(gone)
+
     def backlog(self) -> int:
         return sum(len(state.backlog) for state in self.states.values())
 

@@ -1,0 +1,93 @@
+"""The composition root: settings in, a running service out."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import structlog
+
+from service import config_file
+from service.domain import DecisionPointConfig
+from service.grpc import server as grpc_server
+from service.learning.loop import LearningLoop
+from service.plane import DecisionPlane, Limits
+from service.settings import Settings
+from service.store.lmdb_store import Store
+
+log = structlog.get_logger("kairos")
+DEMO = "demo"
+
+
+def open_plane(settings: Settings) -> DecisionPlane:
+    store = Store(settings.data_dir / "lmdb", sync=settings.sync_commits, map_size=settings.map_size_mb << 20)
+    if store.stale_readers_cleared:
+        log.warning("stale_lmdb_readers_cleared", count=store.stale_readers_cleared)
+    limits = Limits(max_actions=settings.max_actions, max_features=settings.max_features)
+    return DecisionPlane(store, settings.data_dir / "models", limits)
+
+
+def apply_declared(plane: DecisionPlane, declared: list[DecisionPointConfig], demo: bool) -> None:
+    """Create or bring in line the decision points of the config file (and the demo one)."""
+    for config in declared:
+        if config.name not in plane.states:
+            plane.create_decision_point(config)
+            continue
+        current = plane.get_decision_point(config.name).config
+        if current != config:
+            log.warning(
+                "config_file_overrides_decision_point",
+                decision_point=config.name,
+                before=current.to_dict(),
+                after=config.to_dict(),
+                model_reset=current.learner != config.learner,
+            )
+            plane.update_decision_point(config, reset_model=current.learner != config.learner)
+    if demo and DEMO not in plane.states:
+        plane.create_decision_point(DecisionPointConfig(name=DEMO))
+
+
+async def serve(settings: Settings, declared: list[DecisionPointConfig]) -> None:
+    plane = open_plane(settings)
+    ready = False
+    server, health_servicer, port = grpc_server.build(plane, settings, lambda: ready)
+    await grpc_server.set_serving(health_servicer, False)
+    await server.start()
+    log.info("starting", port=port, data_dir=str(settings.data_dir.resolve()))
+
+    # Loading replays the journal; do it before SERVING so health tells the truth.
+    plane.load_all()
+    apply_declared(plane, declared, settings.demo)
+    loop = LearningLoop(plane, settings)
+    loop.start()
+
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    ready = True
+    await grpc_server.set_serving(health_servicer, True)
+    if settings.port_file:
+        _write_atomically(settings.port_file, f"{port}\n")
+    log.info("serving", host=settings.host, port=port, decision_points=sorted(plane.states))
+
+    await stop.wait()
+    log.info("stopping", grace_s=settings.grace_period_s)
+    await grpc_server.set_serving(health_servicer, False)
+    await server.stop(settings.grace_period_s)  # in-flight calls finish; new ones get UNAVAILABLE
+    ready = False
+    await loop.stop()
+    loop.finish()
+    plane.close()
+    plane.store.close()
+    log.info("stopped")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def run(settings: Settings, config: config_file.ConfigFile | None) -> None:
+    asyncio.run(serve(settings, config.decision_points if config else []))

@@ -1,0 +1,78 @@
+"""The `kairos` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from service import config_file, log_setup, settings as settings_module
+from service.settings import Settings
+
+DESCRIPTION = """\
+Kairos: real-time next-best-action decisions over gRPC.
+
+  kairos serve                       start on 127.0.0.1:50051 with data in ./kairos-data
+  kairos serve --config kairos.toml  also declare decision points from a TOML file
+
+Every serve flag can also be set as an environment variable KAIROS_<NAME>
+(for example KAIROS_DATA_DIR=/data) or in the config file's [server] table.
+"""
+
+
+def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    serve = sub.add_parser(
+        "serve",
+        help="run the gRPC decision service",
+        description="Run the gRPC decision service. Stops cleanly on SIGTERM or SIGINT.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    docs = Settings.field_docs()
+    for field in fields(Settings):
+        flag = "--" + field.name.replace("_", "-")
+        help_text = f"{docs.get(field.name, '')} [env {settings_module.ENV_PREFIX}{field.name.upper()}]"
+        if "bool" in str(field.type):
+            serve.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            serve.add_argument(flag, dest=field.name, default=None, metavar=field.name.upper(),
+                               help=f"{help_text} (default: {field.default})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="kairos", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _serve_parser(sub)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    overrides = {k: v for k, v in vars(args).items() if k != "command"}
+    try:
+        config = None
+        config_path = overrides.get("config") or settings_module.load().config
+        if config_path:
+            config = config_file.load(Path(config_path))
+        settings = settings_module.load(overrides, config.server if config else None)
+    except (ValueError, config_file.ConfigError) as err:
+        print(f"kairos: {err}", file=sys.stderr)
+        return 2
+    log_setup.configure(settings.log_format, settings.log_level)
+    from service import bootstrap
+    from service.store.lmdb_store import DataDirError
+
+    try:
+        bootstrap.run(settings, config)
+    except DataDirError as err:
+        print(f"kairos: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"kairos: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""The TOML config file: decision points declared for GitOps, and optional [server] settings.
+
+    [server]
+    port = 50051
+
+    [[decision_points]]
+    name = "homepage"
+    reward_wait = "30s"            # ms, s, m, h
+    default_reward = 0.0
+    aggregation = "first"          # or "sum"
+    reward_range = [-1.0, 1.0]
+    explorer = { kind = "square_cb", gamma_scale = 10 }
+    interactions = ["*"]           # or ["user*offer", "context*offer"]
+    learning_rate = 0.5
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from policies.learner_options import Explorer, LearnerOptions
+from service.domain import DEFAULT_REWARD_WAIT_MS, DecisionPointConfig
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+_DP_KEYS = {"name", "reward_wait", "default_reward", "aggregation", "reward_range", "explorer", "interactions",
+            "learning_rate", "power_t", "bits", "l2", "seed"}
+
+
+class ConfigError(ValueError):
+    """The config file is wrong; the message names the file, the entry and the fix."""
+
+
+@dataclass
+class ConfigFile:
+    server: dict[str, Any] = field(default_factory=dict)
+    decision_points: list[DecisionPointConfig] = field(default_factory=list)
+
+
+def parse_duration_ms(text: str | int | float) -> int:
+    if isinstance(text, int | float):
+        return int(text)
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(f"duration {text!r} must look like 100ms, 30s, 10m or 1h")
+    return int(float(match.group(1)) * _UNIT_MS[match.group(2)])
+
+
+def _decision_point(entry: dict[str, Any]) -> DecisionPointConfig:
+    unknown = set(entry) - _DP_KEYS
+    if unknown:
+        raise ConfigError(f"decision point {entry.get('name')!r}: unknown keys {sorted(unknown)}; known: {sorted(_DP_KEYS)}")
+    if "name" not in entry:
+        raise ConfigError("every [[decision_points]] entry needs a name")
+    default = LearnerOptions()
+    learner = LearnerOptions(
+        explorer=Explorer(**entry.get("explorer", {})),
+        interactions=tuple(entry.get("interactions", default.interactions)),
+        learning_rate=float(entry.get("learning_rate", default.learning_rate)),
+        power_t=float(entry.get("power_t", default.power_t)),
+        bits=int(entry.get("bits", default.bits)),
+        l2=float(entry.get("l2", default.l2)),
+    )
+    low, high = entry.get("reward_range", (-1.0, 1.0))
+    return DecisionPointConfig(
+        name=entry["name"],
+        learner=learner,
+        reward_wait_ms=parse_duration_ms(entry.get("reward_wait", DEFAULT_REWARD_WAIT_MS)),
+        default_reward=float(entry.get("default_reward", 0.0)),
+        aggregation=entry.get("aggregation", "first"),
+        reward_min=float(low),
+        reward_max=float(high),
+        seed=int(entry.get("seed", 0)),
+    )
+
+
+def load(path: Path) -> ConfigFile:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"cannot read config file {path}: {err}") from None
+    unknown = set(data) - {"server", "decision_points"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown tables {sorted(unknown)}; use [server] and [[decision_points]]")
+    try:
+        points = [_decision_point(dict(entry)) for entry in data.get("decision_points", [])]
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return ConfigFile(server=dict(data.get("server", {})), decision_points=points)

@@ -1,0 +1,206 @@
+"""Protobuf <-> domain values. No logic beyond translation and defaults of unset fields."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+
+from google.protobuf import duration_pb2
+
+from policies.features import Candidate, FeatureGroup, FeatureScalar
+from policies.learner_options import ALL_PAIRS, Explorer, LearnerOptions
+from service._pb.kairos.v1 import admin_service_pb2 as admin_pb
+from service._pb.kairos.v1 import decision_service_pb2 as decision_pb
+from service._pb.kairos.v1 import types_pb2 as types_pb
+from service.errors import invalid
+from service.domain import DEFAULT_REWARD_WAIT_MS, DecisionPointConfig, DecisionPointRecord
+from service.plane import RankInput, RankOutput, Stats
+
+_AGGREGATION = {
+    types_pb.REWARD_AGGREGATION_UNSPECIFIED: "first",
+    types_pb.REWARD_AGGREGATION_FIRST: "first",
+    types_pb.REWARD_AGGREGATION_SUM: "sum",
+}
+_AGGREGATION_PB = {"first": types_pb.REWARD_AGGREGATION_FIRST, "sum": types_pb.REWARD_AGGREGATION_SUM}
+
+
+def _value(value: types_pb.FeatureValue) -> FeatureScalar | None:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        return value.number_value
+    if kind == "bool_value":
+        return value.bool_value
+    return None  # unset: carries nothing
+
+
+def feature_groups(groups: Iterable[types_pb.FeatureGroup]) -> tuple[FeatureGroup, ...]:
+    result = []
+    for group in groups:
+        features = {name: v for name, value in group.features.items() if (v := _value(value)) is not None}
+        result.append(FeatureGroup(group.namespace, features))
+    return tuple(result)
+
+
+def rank_input(request: decision_pb.RankRequest) -> RankInput:
+    return RankInput(
+        decision_point=request.decision_point,
+        candidates=[Candidate(action.id, feature_groups(action.features)) for action in request.actions],
+        context=feature_groups(request.context),
+        event_id=request.event_id,
+        subject_id=request.subject_id,
+        excluded_action_ids=request.excluded_action_ids,
+        defer_activation=request.defer_activation,
+        baseline_action_id=request.baseline_action_id,
+        channel=request.channel,
+    )
+
+
+def rank_response(output: RankOutput) -> decision_pb.RankResponse:
+    return decision_pb.RankResponse(
+        event_id=output.event_id,
+        ranking=[decision_pb.RankedAction(action_id=a, probability=p) for a, p in output.ranking],
+        model_version=output.model_version,
+    )
+
+
+def explorer(exploration: types_pb.Exploration) -> Explorer:
+    kind = exploration.WhichOneof("policy")
+    default = Explorer()
+    if kind == "epsilon_greedy":
+        return Explorer(kind="epsilon_greedy", epsilon=exploration.epsilon_greedy.epsilon or 0.2)
+    if kind == "square_cb":
+        return Explorer(kind="square_cb", gamma_scale=exploration.square_cb.gamma_scale or default.gamma_scale)
+    if kind == "reg_cb":
+        return Explorer(kind="reg_cb", optimistic=exploration.reg_cb.optimistic)
+    if kind == "bag":
+        return Explorer(kind="bag", bag_size=exploration.bag.size or 5, epsilon=exploration.bag.epsilon)
+    if kind == "softmax":
+        return Explorer(kind="softmax", softmax_lambda=exploration.softmax.__getattribute__("lambda") or 1.0)
+    return default
+
+
+def learner_options(exploration: types_pb.Exploration, learning: types_pb.LearningOptions) -> LearnerOptions:
+    default = LearnerOptions()
+    return LearnerOptions(
+        explorer=explorer(exploration),
+        interactions=tuple(learning.interactions) or (ALL_PAIRS,),
+        learning_rate=learning.learning_rate or default.learning_rate,
+        power_t=learning.power_t if learning.HasField("power_t") else default.power_t,
+        bits=learning.bits or default.bits,
+        l2=learning.l2,
+    )
+
+
+def _wait_ms(duration: duration_pb2.Duration) -> int:
+    return duration.seconds * 1000 + duration.nanos // 1_000_000
+
+
+def config(dp: types_pb.DecisionPoint) -> DecisionPointConfig:
+    low, high = dp.reward_range.min, dp.reward_range.max
+    if low == 0.0 and high == 0.0:
+        low, high = -1.0, 1.0
+    return DecisionPointConfig(
+        name=dp.name,
+        learner=learner_options(dp.exploration, dp.learning),
+        reward_wait_ms=_wait_ms(dp.reward_wait) if dp.HasField("reward_wait") else DEFAULT_REWARD_WAIT_MS,
+        default_reward=dp.default_reward,
+        aggregation=_AGGREGATION.get(dp.reward_aggregation, "first"),  # type: ignore[arg-type]
+        reward_min=low,
+        reward_max=high,
+        seed=dp.seed,
+    )
+
+
+# Top-level DecisionPoint fields an update may change, and how to copy each one.
+UPDATABLE = ("exploration", "reward_wait", "default_reward", "reward_aggregation", "reward_range", "learning", "seed")
+
+
+def updated_config(current: DecisionPointConfig, request: admin_pb.UpdateDecisionPointRequest) -> DecisionPointConfig:
+    """``current`` with the fields named in the mask (or set in the request) taken from the request."""
+    dp = request.decision_point
+    paths = list(request.update_mask.paths)
+    if not paths:
+        paths = [f.name for f, _ in dp.ListFields() if f.name in UPDATABLE]
+    unknown = sorted({p.split(".")[0] for p in paths} - set(UPDATABLE))
+    if unknown:
+        raise invalid("INVALID_UPDATE_MASK", f"cannot update {', '.join(unknown)}; updatable: {', '.join(UPDATABLE)}")
+    wanted = config(dp)
+    top = {p.split(".")[0] for p in paths}
+    learner = current.learner
+    if "exploration" in top:
+        learner = replace(learner, explorer=wanted.learner.explorer)
+    if "learning" in top:
+        learner = replace(wanted.learner, explorer=learner.explorer)
+    return replace(
+        current,
+        learner=learner,
+        reward_wait_ms=wanted.reward_wait_ms if "reward_wait" in top else current.reward_wait_ms,
+        default_reward=wanted.default_reward if "default_reward" in top else current.default_reward,
+        aggregation=wanted.aggregation if "reward_aggregation" in top else current.aggregation,
+        reward_min=wanted.reward_min if "reward_range" in top else current.reward_min,
+        reward_max=wanted.reward_max if "reward_range" in top else current.reward_max,
+        seed=wanted.seed if "seed" in top else current.seed,
+    )
+
+
+def exploration_pb(explorer: Explorer) -> types_pb.Exploration:
+    if explorer.kind == "epsilon_greedy":
+        return types_pb.Exploration(epsilon_greedy=types_pb.EpsilonGreedy(epsilon=explorer.epsilon))
+    if explorer.kind == "square_cb":
+        return types_pb.Exploration(square_cb=types_pb.SquareCb(gamma_scale=explorer.gamma_scale))
+    if explorer.kind == "reg_cb":
+        return types_pb.Exploration(reg_cb=types_pb.RegCb(optimistic=explorer.optimistic))
+    if explorer.kind == "bag":
+        return types_pb.Exploration(bag=types_pb.Bag(size=explorer.bag_size, epsilon=explorer.epsilon))
+    softmax = types_pb.Softmax()
+    setattr(softmax, "lambda", explorer.softmax_lambda)
+    return types_pb.Exploration(softmax=softmax)
+
+
+def decision_point_pb(record: DecisionPointRecord) -> types_pb.DecisionPoint:
+    cfg = record.config
+    wait = duration_pb2.Duration()
+    wait.FromMilliseconds(cfg.reward_wait_ms)
+    learner = cfg.learner
+    return types_pb.DecisionPoint(
+        name=cfg.name,
+        exploration=exploration_pb(learner.explorer),
+        reward_wait=wait,
+        default_reward=cfg.default_reward,
+        reward_aggregation=_AGGREGATION_PB[cfg.aggregation],
+        reward_range=types_pb.RewardRange(min=cfg.reward_min, max=cfg.reward_max),
+        learning=types_pb.LearningOptions(
+            interactions=list(learner.interactions),
+            learning_rate=learner.learning_rate,
+            power_t=learner.power_t,
+            bits=learner.bits,
+            l2=learner.l2,
+        ),
+        seed=cfg.seed,
+        model_generation=record.generation,
+    )
+
+
+def stats_pb(stats: Stats) -> admin_pb.DecisionPointStats:
+    counters = stats.counters
+    learner = admin_pb.LearnerStatus(
+        model_version=stats.model_version,
+        open_events=counters["open_events"],
+        backlog=stats.backlog,
+        expired_events=counters["expired_events"],
+    )
+    if stats.last_checkpoint_ms:
+        learner.last_checkpoint_time.FromMilliseconds(stats.last_checkpoint_ms)
+    return admin_pb.DecisionPointStats(
+        decision_point=stats.decision_point,
+        ranks=counters["ranks"],
+        rewards=counters["rewards"],
+        learned=stats.learned,
+        average_reward=stats.average_reward,
+        late_rewards=counters["late_rewards"],
+        duplicate_rewards=counters["duplicate_rewards"],
+        default_rewards=counters["default_rewards"],
+        learner=learner,
+    )

@@ -1,0 +1,138 @@
+"""gRPC servicers: convert, call the decision plane, convert back. Nothing else lives here."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+
+from service._pb.kairos.v1 import admin_service_pb2 as admin_pb
+from service._pb.kairos.v1 import admin_service_pb2_grpc as admin_grpc
+from service._pb.kairos.v1 import decision_service_pb2 as decision_pb
+from service._pb.kairos.v1 import decision_service_pb2_grpc as decision_grpc
+from service._pb.kairos.v1 import types_pb2 as types_pb
+from service.errors import Code, KairosError
+from service.grpc import converters
+from service.grpc.errors import status_of
+from service.plane import DecisionPlane
+
+log = structlog.get_logger("kairos.rpc")
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
+
+
+def rpc(method: str) -> Callable[[Handler[Request, Response]], Handler[Request, Response]]:
+    """Canonical log line per call, and domain errors turned into statuses (never a stack trace)."""
+
+    def decorate(handler: Handler[Request, Response]) -> Handler[Request, Response]:
+        @functools.wraps(handler)
+        async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Response:
+            started = time.perf_counter()
+            status = "OK"
+            try:
+                if not self.ready():
+                    raise KairosError(Code.UNAVAILABLE, "NOT_READY", "Kairos is starting or stopping; retry shortly")
+                return await handler(self, request, context)
+            except KairosError as error:
+                code, message, trailers = status_of(error)
+                status = code.name
+                await context.abort(code, message, trailing_metadata=trailers)
+            except Exception:
+                status = "INTERNAL"
+                log.exception("rpc_failed", method=method)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
+            finally:
+                log.info(
+                    "rpc",
+                    method=method,
+                    decision_point=getattr(request, "decision_point", None) or getattr(request, "name", None),
+                    event_id=getattr(request, "event_id", None) or None,
+                    status=status,
+                    ms=round((time.perf_counter() - started) * 1000, 3),
+                )
+            raise AssertionError("unreachable: abort raises")
+
+        return wrapper
+
+    return decorate
+
+
+class _Base:
+    def __init__(self, plane: DecisionPlane, ready: Callable[[], bool]) -> None:
+        self.plane = plane
+        self.ready = ready
+
+
+class DecisionServicer(_Base, decision_grpc.DecisionServiceServicer):
+    @rpc("Rank")
+    async def Rank(self, request: decision_pb.RankRequest, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        return converters.rank_response(self.plane.rank(converters.rank_input(request)))
+
+    @rpc("Reward")
+    async def Reward(self, request: decision_pb.RewardRequest, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        self.plane.reward(request.decision_point, request.event_id, request.value, request.reward_id)
+        return decision_pb.RewardResponse()
+
+    @rpc("Activate")
+    async def Activate(self, request: decision_pb.ActivateRequest, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        self.plane.activate(request.decision_point, request.event_id)
+        return decision_pb.ActivateResponse()
+
+
+class AdminServicer(_Base, admin_grpc.AdminServiceServicer):
+    @rpc("CreateDecisionPoint")
+    async def CreateDecisionPoint(self, request: admin_pb.CreateDecisionPointRequest, context: Any) -> Any:  # noqa: N802
+        record = self.plane.create_decision_point(converters.config(request.decision_point))
+        return converters.decision_point_pb(record)
+
+    @rpc("GetDecisionPoint")
+    async def GetDecisionPoint(self, request: admin_pb.GetDecisionPointRequest, context: Any) -> Any:  # noqa: N802
+        return converters.decision_point_pb(self.plane.get_decision_point(request.name))
+
+    @rpc("ListDecisionPoints")
+    async def ListDecisionPoints(self, request: admin_pb.ListDecisionPointsRequest, context: Any) -> Any:  # noqa: N802
+        size = request.page_size if request.page_size > 0 else 100
+        records = [r for r in self.plane.list_decision_points() if r.config.name > request.page_token]
+        page = records[:size]
+        token = page[-1].config.name if len(records) > size else ""
+        return admin_pb.ListDecisionPointsResponse(
+            decision_points=[converters.decision_point_pb(r) for r in page], next_page_token=token
+        )
+
+    @rpc("UpdateDecisionPoint")
+    async def UpdateDecisionPoint(self, request: admin_pb.UpdateDecisionPointRequest, context: Any) -> Any:  # noqa: N802
+        current = self.plane.get_decision_point(request.decision_point.name).config
+        wanted = converters.updated_config(current, request)
+        return converters.decision_point_pb(self.plane.update_decision_point(wanted, request.reset_model))
+
+    @rpc("DeleteDecisionPoint")
+    async def DeleteDecisionPoint(self, request: admin_pb.DeleteDecisionPointRequest, context: Any) -> Any:  # noqa: N802
+        self.plane.delete_decision_point(request.name)
+        return admin_pb.DeleteDecisionPointResponse()
+
+    @rpc("GetStats")
+    async def GetStats(self, request: admin_pb.GetStatsRequest, context: Any) -> Any:  # noqa: N802
+        return converters.stats_pb(self.plane.stats(request.decision_point))
+
+    @rpc("ExportModel")
+    async def ExportModel(self, request: admin_pb.ExportModelRequest, context: Any) -> Any:  # noqa: N802
+        import hashlib
+
+        model, version = self.plane.export_model(request.name)
+        return admin_pb.ExportModelResponse(model=model, model_version=version, sha256=hashlib.sha256(model).hexdigest())
+
+    @rpc("ImportModel")
+    async def ImportModel(self, request: admin_pb.ImportModelRequest, context: Any) -> Any:  # noqa: N802
+        return admin_pb.ImportModelResponse(model_version=self.plane.import_model(request.name, request.model))
+
+    @rpc("ResetModel")
+    async def ResetModel(self, request: admin_pb.ResetModelRequest, context: Any) -> Any:  # noqa: N802
+        return admin_pb.ResetModelResponse(model_version=self.plane.reset_model(request.name))
+
+
+__all__ = ["AdminServicer", "DecisionServicer", "types_pb"]

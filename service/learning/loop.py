@@ -1,0 +1,89 @@
+"""Background work of the service, as asyncio tasks on the serving loop.
+
+Everything runs on the one event-loop thread, in small slices that yield
+between them, so Rank never waits long behind learning and VW and LMDB need
+no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+
+from service.learning.models import now_ms
+from service.plane import DecisionPlane
+from service.settings import Settings
+
+log = structlog.get_logger(__name__)
+LEARN_SLICE = 16  # events learned before yielding to waiting RPCs
+SWEEP_INTERVAL_S = 0.05  # reward windows are at least 100 ms long
+
+
+class LearningLoop:
+    def __init__(self, plane: DecisionPlane, settings: Settings) -> None:
+        self.plane = plane
+        self.settings = settings
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        plane.on_learnable = self._wake.set
+
+    def start(self) -> None:
+        for job in (self._learner, self._sweeper, self._checkpointer, self._maintenance):
+            self._tasks.append(asyncio.create_task(self._guard(job), name=job.__name__))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def _guard(self, job) -> None:  # type: ignore[no-untyped-def]
+        # A failing background job must not die silently: log and restart it.
+        while True:
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background_job_failed", job=job.__name__)
+                await asyncio.sleep(1.0)
+
+    async def _learner(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.plane.learn_pending(LEARN_SLICE):
+                await asyncio.sleep(0)
+
+    async def _sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            while self.plane.close_windows(now_ms(), limit=500) >= 500:
+                await asyncio.sleep(0)
+
+    async def _checkpointer(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.checkpoint_interval_s)
+            self.plane.checkpoint_all()
+
+    async def _maintenance(self) -> None:
+        last_purge = 0.0
+        while True:
+            await asyncio.sleep(self.settings.sync_interval_s)
+            if not self.settings.sync_commits:
+                self.plane.store.sync()
+            if time.monotonic() - last_purge > 60:
+                last_purge = time.monotonic()
+                cutoff = now_ms() - int(self.settings.retention_days * 86_400_000)
+                while self.plane.purge_before(cutoff, limit=1000) >= 1000:
+                    await asyncio.sleep(0)
+                self.plane.store.env.reader_check()
+
+    def finish(self) -> None:
+        """At shutdown: learn everything that is ready, then checkpoint."""
+        while self.plane.learn_pending(1000):
+            pass
+        self.plane.checkpoint_all()
+        self.plane.store.sync()
