@@ -57,6 +57,16 @@ def token(text: str) -> str:
     return quote(text, safe="")
 
 
+# VW's number parser turns exponents beyond float32's range (1e-166) into NaN,
+# which poisons the model for good; smaller magnitudes carry nothing anyway.
+MIN_ABS_NUMBER = 1e-20
+
+
+def vw_number(value: float) -> str:
+    """A finite number in a form VW's parser reads back (tiny values flush to 0)."""
+    return "0" if abs(value) < MIN_ABS_NUMBER else format(value, ".9g")
+
+
 def _number(name: str, value: float) -> str:
     if not math.isfinite(value):
         raise FeatureError(f"feature {name!r} is {value}; numbers must be finite")
@@ -64,7 +74,7 @@ def _number(name: str, value: float) -> str:
         raise FeatureError(
             f"feature {name!r} is {value:g}; numbers must be within +-{MAX_ABS_NUMBER:g} (scale or bucket it)"
         )
-    return format(value, ".9g")
+    return vw_number(value)
 
 
 def encode_feature(name: str, value: FeatureScalar) -> str | None:

@@ -15,6 +15,7 @@ on one thread).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tempfile
 from collections import OrderedDict
@@ -24,6 +25,8 @@ from pathlib import Path
 
 import vowpalwabbit
 from vowpalwabbit import LabelType
+
+from policies.features import vw_number
 
 _CB = LabelType.CONTEXTUAL_BANDIT
 # Never hand VW a probability below this: 1/p is the importance weight of the
@@ -79,8 +82,10 @@ class VWPolicy:
 
     def learn(self, shared: str, actions: Sequence[str], chosen: int, cost: float, probability: float) -> None:
         """Learn that showing ``actions[chosen]`` (logged with ``probability``) cost ``cost``."""
+        if not math.isfinite(cost) or not math.isfinite(probability):
+            raise PolicyError(f"refusing to learn cost {cost} with probability {probability}")
         p = max(min(probability, 1.0), PROBABILITY_FLOOR)
-        labelled = vowpalwabbit.Example(self._vw, f"0:{cost:.9g}:{p:.9g} {actions[chosen]}", _CB)
+        labelled = vowpalwabbit.Example(self._vw, f"0:{vw_number(cost)}:{vw_number(p)} {actions[chosen]}", _CB)
         examples = [vowpalwabbit.Example(self._vw, shared, _CB)]
         examples += [labelled if i == chosen else self._action_example(line) for i, line in enumerate(actions)]
         self._vw.learn(examples)

@@ -1,0 +1,703 @@
+"""Open-loop load generator for Kairos: Rank (+ Reward) and the health Check floor, rate by rate.
+
+It starts the real server (``kairos serve``) as a subprocess with a temporary
+data directory, then for each offered rate runs two steps:
+
+1. ``health``: grpc.health.v1 Health/Check calls at that rate, the transport
+   floor (gRPC + HTTP/2 + the asyncio server, no Kairos work);
+2. ``rank``: Rank calls at that rate, each with 24 candidate actions and ~15
+   context features; 20% of the ranked events then get a Reward.
+
+The schedule is open-loop: call i is due at ``start + i / rate`` and is
+launched then whether or not earlier calls have completed, and its latency is
+measured from that due time, not from when the client got round to sending
+it, so a stalled server (or client) shows up in the latencies instead of
+silently lowering the offered load (no coordinated omission). ``lag`` is how
+late the client launched calls; if its p99 is not small, the client, not the
+server, was the limit.
+
+Per step it reports the achieved rate, p50/p95/p99 latency, errors, the
+server's CPU seconds per call (utime+stime of the server process from
+/proc/PID/stat, over the step and the learning drain after it), and for Rank
+the learner backlog from GetStats (at the end of the step, and the largest
+seen while it ran): learning keeps up when it stays near 0.
+
+Examples::
+
+    python -m benchmarks.load                      # 250..2000 Rank/s, 10 s per step
+    python -m benchmarks.load --quick              # 2 rates, 3 s per step
+    python -m benchmarks.load --rates 100,300 --duration 20 --out /tmp/bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import gc
+import json
+import os
+import platform
+import random
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2
+
+from service._pb.kairos.v1 import admin_service_pb2 as apb
+from service._pb.kairos.v1 import admin_service_pb2_grpc as agrpc
+from service._pb.kairos.v1 import decision_service_pb2 as dpb
+from service._pb.kairos.v1 import types_pb2 as tpb
+
+DEFAULT_RATES = (250, 500, 1000, 1500, 2000)
+QUICK_RATES = (250, 1000)
+DECISION_POINT = "demo"
+RANK_METHOD = "/kairos.v1.DecisionService/Rank"
+REWARD_METHOD = "/kairos.v1.DecisionService/Reward"
+HEALTH_METHOD = "/grpc.health.v1.Health/Check"
+P99_TARGET_MS = 10.0
+HELD_FRACTION = 0.95  # a rate is "held" when at least this share of it was achieved (and p99, errors are fine)
+
+
+def log(message: str) -> None:
+    print(f"[load {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- workload -----------------------------------------------------------------
+
+CATEGORIES = ("travel", "electronics", "fashion", "grocery", "books", "sports", "home", "beauty")
+SEGMENTS = ("gold", "silver", "bronze", "new", "lapsed")
+COUNTRIES = ("NL", "DE", "FR", "GB", "US", "ES", "IT", "SE")
+DEVICES = ("ios", "android", "desktop", "tablet")
+REFERRERS = ("search", "email", "social", "direct", "partner")
+FORMATS = ("banner", "card", "video", "push")
+
+
+def _s(value: str) -> tpb.FeatureValue:
+    return tpb.FeatureValue(string_value=value)
+
+
+def _n(value: float) -> tpb.FeatureValue:
+    return tpb.FeatureValue(number_value=value)
+
+
+def _b(value: bool) -> tpb.FeatureValue:
+    return tpb.FeatureValue(bool_value=value)
+
+
+def build_catalog(rng: random.Random, size: int) -> list[tpb.Action]:
+    """Offers with 5 features each: half in one namespace, half split over two."""
+    catalog = []
+    for i in range(size):
+        offer = {
+            "category": _s(rng.choice(CATEGORIES)),
+            "price": _n(round(rng.uniform(5, 500), 2)),
+            "margin": _n(round(rng.uniform(0.05, 0.6), 3)),
+        }
+        groups = [tpb.FeatureGroup(namespace="offer", features=offer)]
+        creative = {"format": _s(rng.choice(FORMATS)), "discounted": _b(rng.random() < 0.3)}
+        if i % 2:
+            groups.append(tpb.FeatureGroup(namespace="creative", features=creative))
+        else:
+            offer.update(creative)
+        catalog.append(tpb.Action(id=f"offer-{i:04d}", features=groups))
+    return catalog
+
+
+def build_context(rng: random.Random) -> list[tpb.FeatureGroup]:
+    """15 context features, in three namespaces for 3 requests in 4 and in two for the rest."""
+    user = {
+        "segment": _s(rng.choice(SEGMENTS)),
+        "age": _n(rng.randint(18, 80)),
+        "tenure_days": _n(rng.randint(0, 3000)),
+        "country": _s(rng.choice(COUNTRIES)),
+        "member": _b(rng.random() < 0.4),
+        "plan": _s(rng.choice(("free", "plus", "pro"))),
+    }
+    session = {
+        "device": _s(rng.choice(DEVICES)),
+        "hour": _n(rng.randint(0, 23)),
+        "weekday": _s(rng.choice(("mon", "tue", "wed", "thu", "fri", "sat", "sun"))),
+        "referrer": _s(rng.choice(REFERRERS)),
+        "pages_viewed": _n(rng.randint(1, 40)),
+    }
+    history = {
+        "clicks_7d": _n(rng.randint(0, 50)),
+        "purchases_30d": _n(rng.randint(0, 10)),
+        "last_category": _s(rng.choice(CATEGORIES)),
+        "avg_basket": _n(round(rng.uniform(10, 300), 2)),
+    }
+    if rng.random() < 0.75:
+        return [
+            tpb.FeatureGroup(namespace="user", features=user),
+            tpb.FeatureGroup(namespace="session", features=session),
+            tpb.FeatureGroup(namespace="history", features=history),
+        ]
+    user.update(last_category=history["last_category"], avg_basket=history["avg_basket"])
+    session.update(clicks_7d=history["clicks_7d"], purchases_30d=history["purchases_30d"])
+    return [tpb.FeatureGroup(namespace="user", features=user), tpb.FeatureGroup(namespace="session", features=session)]
+
+
+def build_rank_requests(seed: int, pool: int, actions: int, catalog_size: int) -> list[bytes]:
+    """Serialized RankRequests (serialized once, so building them costs the client nothing per call)."""
+    rng = random.Random(seed)
+    catalog = build_catalog(rng, catalog_size)
+    requests = []
+    for _ in range(pool):
+        request = dpb.RankRequest(
+            decision_point=DECISION_POINT, context=build_context(rng), actions=rng.sample(catalog, actions)
+        )
+        requests.append(request.SerializeToString())
+    return requests
+
+
+# -- the server under test ------------------------------------------------------
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of every thread of process ``pid``, in seconds."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    after_comm = text[text.rindex(")") + 2 :].split()  # fields from 3 (state) on; comm may hold spaces
+    return (int(after_comm[11]) + int(after_comm[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def client_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def server_command() -> list[str]:
+    kairos = Path(sys.executable).with_name("kairos")
+    if kairos.exists():
+        return [str(kairos)]
+    found = shutil.which("kairos")
+    return [found] if found else [sys.executable, "-m", "service.cli"]
+
+
+@contextlib.contextmanager
+def running_server(extra_args: Sequence[str], cpus: set[int] | None) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """Start ``kairos serve`` on a free port with a temporary data dir; yield (process, port); stop it."""
+    with tempfile.TemporaryDirectory(prefix="kairos-load-") as tmp:
+        port_file = Path(tmp) / "port"
+        log_path = Path(tmp) / "server.log"
+        command = [
+            *server_command(), "serve", "--port", "0", "--port-file", str(port_file),
+            "--data-dir", str(Path(tmp) / "data"), "--log-level", "warning", *extra_args,
+        ]
+        log(f"starting server: {' '.join(command)}")
+        with log_path.open("wb") as server_log:
+            process = subprocess.Popen(command, stdout=server_log, stderr=subprocess.STDOUT)
+        try:
+            if cpus is not None:
+                os.sched_setaffinity(process.pid, cpus)
+            deadline = time.monotonic() + 60
+            while not port_file.exists():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    tail = log_path.read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"the server did not start (exit code {process.poll()}); its log:\n{tail}")
+                time.sleep(0.05)
+            port = int(port_file.read_text())
+            log(f"server pid {process.pid} serving on port {port}")
+            yield process, port
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            warnings = log_path.read_text(errors="replace").strip()
+            if warnings:
+                log(f"server log (exit code {process.returncode}):\n{warnings[-3000:]}")
+
+
+# -- measurement ----------------------------------------------------------------
+
+
+@dataclass
+class Samples:
+    latencies: list[float] = field(default_factory=list)  # seconds from due time to completion, OK calls
+    lags: list[float] = field(default_factory=list)  # seconds from due time to launch
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    reward_latencies: list[float] = field(default_factory=list)
+    reward_errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    last_done: float = 0.0
+
+
+@dataclass
+class StepResult:
+    kind: str  # "rank" or "health"
+    offered_rate: float
+    duration_s: float
+    sent: int
+    ok: int
+    achieved_rate: float
+    p50_ms: float | None
+    p90_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    mean_ms: float | None
+    errors: int
+    errors_by_code: dict[str, int]
+    launch_lag_p99_ms: float
+    client_cpu_cores: float  # client CPU seconds / wall seconds during the step
+    server_cpu_cores: float  # server CPU seconds / wall seconds during the step
+    server_cpu_ms_per_call: float | None  # step and learning drain after it, per OK call
+    rewards_sent: int = 0
+    reward_p50_ms: float | None = None
+    reward_p99_ms: float | None = None
+    reward_errors: int = 0
+    backlog_final: int | None = None  # GetStats learner.backlog when the step's calls had all completed
+    backlog_max: int | None = None  # largest backlog polled during the step
+    drain_s: float | None = None  # time after the step until the backlog was 0
+    learned_during_step: int | None = None
+
+
+def _ms(values: Sequence[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)) * 1000, 3) if len(values) else None
+
+
+def _status_name(error: BaseException) -> str:
+    if isinstance(error, grpc.aio.AioRpcError):
+        return str(error.code().name)
+    return type(error).__name__
+
+
+class LoadClient:
+    """Several channels (separate TCP connections) used round-robin, with pre-serialized requests."""
+
+    def __init__(self, target: str, channels: int, timeout_s: float, reward_share: float, seed: int) -> None:
+        options = [("grpc.use_local_subchannel_pool", 1)]  # one connection per channel
+        self.channels = [grpc.aio.insecure_channel(target, options=options) for _ in range(channels)]
+        self.rank = [
+            ch.unary_unary(RANK_METHOD, request_serializer=None, response_deserializer=dpb.RankResponse.FromString)
+            for ch in self.channels
+        ]
+        self.reward = [
+            ch.unary_unary(REWARD_METHOD, request_serializer=dpb.RewardRequest.SerializeToString,
+                           response_deserializer=None)
+            for ch in self.channels
+        ]
+        self.health = [
+            ch.unary_unary(HEALTH_METHOD, request_serializer=None, response_deserializer=None) for ch in self.channels
+        ]
+        self.admin = agrpc.AdminServiceStub(self.channels[0])
+        self.health_request = health_pb2.HealthCheckRequest(service="").SerializeToString()
+        self.timeout_s = timeout_s
+        self.reward_share = reward_share
+        self.rng = random.Random(seed)
+
+    async def ready(self) -> None:
+        await asyncio.gather(*(asyncio.wait_for(ch.channel_ready(), 30) for ch in self.channels))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(ch.close() for ch in self.channels))
+
+    async def stats(self) -> apb.DecisionPointStats:
+        request = apb.GetStatsRequest(decision_point=DECISION_POINT)
+        response: apb.DecisionPointStats = await self.admin.GetStats(request, timeout=10)
+        return response
+
+    async def _rank_call(self, due: float, index: int, request: bytes, samples: Samples) -> None:
+        samples.lags.append(time.perf_counter() - due)
+        slot = index % len(self.channels)
+        try:
+            response = await self.rank[slot](request, timeout=self.timeout_s)
+        except (TimeoutError, grpc.aio.AioRpcError) as error:
+            samples.errors[_status_name(error)] += 1
+            samples.last_done = time.perf_counter()
+            return
+        done = time.perf_counter()
+        samples.latencies.append(done - due)
+        samples.last_done = done
+        if self.rng.random() >= self.reward_share:
+            return
+        value = 1.0 if self.rng.random() < 0.3 else 0.0
+        reward = dpb.RewardRequest(decision_point=DECISION_POINT, event_id=response.event_id, value=value)
+        started = time.perf_counter()
+        try:
+            await self.reward[slot](reward, timeout=self.timeout_s)
+        except (TimeoutError, grpc.aio.AioRpcError) as error:
+            samples.reward_errors[_status_name(error)] += 1
+        else:
+            samples.reward_latencies.append(time.perf_counter() - started)
+        samples.last_done = max(samples.last_done, time.perf_counter())
+
+    async def _health_call(self, due: float, index: int, request: bytes, samples: Samples) -> None:
+        samples.lags.append(time.perf_counter() - due)
+        try:
+            await self.health[index % len(self.channels)](request, timeout=self.timeout_s)
+        except (TimeoutError, grpc.aio.AioRpcError) as error:
+            samples.errors[_status_name(error)] += 1
+        else:
+            samples.latencies.append(time.perf_counter() - due)
+        samples.last_done = time.perf_counter()
+
+    async def open_loop(self, kind: str, rate: float, duration_s: float, requests: Sequence[bytes]) -> Samples:
+        """Launch call i at start + i/rate, whatever happened to the earlier ones; wait for all to finish."""
+        call: Callable[[float, int, bytes, Samples], Any] = self._rank_call if kind == "rank" else self._health_call
+        samples = Samples()
+        total = round(rate * duration_s)
+        interval = 1.0 / rate
+        in_flight: set[asyncio.Task[None]] = set()
+        start = time.perf_counter()
+        index = 0
+        while index < total:
+            now = time.perf_counter()
+            while index < total and start + index * interval <= now:
+                task = asyncio.create_task(call(start + index * interval, index, requests[index % len(requests)],
+                                                samples))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+                index += 1
+            if index < total:
+                await asyncio.sleep(max(0.0, start + index * interval - time.perf_counter()))
+        if in_flight:
+            await asyncio.wait(set(in_flight))
+        return samples
+
+
+async def _poll_backlog(client: LoadClient, every_s: float, seen: list[int]) -> None:
+    while True:
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.TimeoutError):
+            seen.append((await client.stats()).learner.backlog)
+        await asyncio.sleep(every_s)
+
+
+async def _drain(client: LoadClient, limit_s: float) -> float | None:
+    """Seconds until the learner backlog is 0 (None when it is not within limit_s)."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit_s:
+        if (await client.stats()).learner.backlog == 0:
+            return round(time.perf_counter() - started, 3)
+        await asyncio.sleep(0.05)
+    return None
+
+
+async def run_step(client: LoadClient, server_pid: int, kind: str, rate: float, duration_s: float,
+                   requests: Sequence[bytes], drain_limit_s: float) -> StepResult:
+    before_stats = await client.stats() if kind == "rank" else None
+    backlog_seen: list[int] = []
+    poller = asyncio.create_task(_poll_backlog(client, 0.5, backlog_seen)) if kind == "rank" else None
+    server_cpu0, client_cpu0, wall0 = proc_cpu_seconds(server_pid), client_cpu_seconds(), time.perf_counter()
+    samples = await client.open_loop(kind, rate, duration_s, requests)
+    server_cpu1, client_cpu1, wall1 = proc_cpu_seconds(server_pid), client_cpu_seconds(), time.perf_counter()
+    if poller is not None:
+        poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poller
+
+    backlog_final = learned = drain_s = None
+    if kind == "rank" and before_stats is not None:
+        after_stats = await client.stats()
+        backlog_final = after_stats.learner.backlog
+        learned = after_stats.learned - before_stats.learned
+        drain_s = await _drain(client, drain_limit_s)
+    server_cpu_total = proc_cpu_seconds(server_pid) - server_cpu0  # the step and its learning drain
+
+    ok = len(samples.latencies)
+    elapsed = max(duration_s, samples.last_done - wall0)
+    wall = wall1 - wall0
+    errors = sum(samples.errors.values())
+    result = StepResult(
+        kind=kind,
+        offered_rate=rate,
+        duration_s=duration_s,
+        sent=ok + errors,
+        ok=ok,
+        achieved_rate=round(ok / elapsed, 1),
+        p50_ms=_ms(samples.latencies, 50),
+        p90_ms=_ms(samples.latencies, 90),
+        p95_ms=_ms(samples.latencies, 95),
+        p99_ms=_ms(samples.latencies, 99),
+        max_ms=_ms(samples.latencies, 100),
+        mean_ms=round(float(np.mean(samples.latencies)) * 1000, 3) if ok else None,
+        errors=errors,
+        errors_by_code=dict(samples.errors),
+        launch_lag_p99_ms=_ms(samples.lags, 99) or 0.0,
+        client_cpu_cores=round((client_cpu1 - client_cpu0) / wall, 3),
+        server_cpu_cores=round((server_cpu1 - server_cpu0) / wall, 3),
+        server_cpu_ms_per_call=round(server_cpu_total / ok * 1000, 4) if ok else None,
+    )
+    if kind == "rank":
+        result.rewards_sent = len(samples.reward_latencies) + sum(samples.reward_errors.values())
+        result.reward_p50_ms = _ms(samples.reward_latencies, 50)
+        result.reward_p99_ms = _ms(samples.reward_latencies, 99)
+        result.reward_errors = sum(samples.reward_errors.values())
+        result.backlog_final = backlog_final
+        result.backlog_max = max([*backlog_seen, backlog_final or 0])
+        result.drain_s = drain_s
+        result.learned_during_step = learned
+    return result
+
+
+def describe(result: StepResult) -> str:
+    text = (
+        f"{result.kind:6} offered {result.offered_rate:g}/s achieved {result.achieved_rate:g}/s "
+        f"p50 {result.p50_ms} ms p99 {result.p99_ms} ms errors {result.errors} "
+        f"lag p99 {result.launch_lag_p99_ms} ms server {result.server_cpu_cores} cores "
+        f"client {result.client_cpu_cores} cores"
+    )
+    if result.kind == "rank":
+        text += f" backlog {result.backlog_final} (max {result.backlog_max}) drain {result.drain_s} s"
+    return text
+
+
+async def measure(args: argparse.Namespace, server_pid: int, port: int) -> list[StepResult]:
+    requests = build_rank_requests(args.seed, args.pool, args.actions, args.catalog)
+    health = [health_pb2.HealthCheckRequest(service="").SerializeToString()]
+    log(f"{len(requests)} distinct Rank requests of {args.actions} actions, "
+        f"{sum(map(len, requests)) // len(requests)} bytes on average")
+    client = LoadClient(f"127.0.0.1:{port}", args.channels, args.timeout, args.reward_share, args.seed)
+    try:
+        await client.ready()
+        gc.collect()
+        gc.freeze()  # the request pool and module objects are never collected: keep GC pauses short
+        if args.warmup > 0:
+            rate = min(args.rates)
+            log(f"warm-up: {args.warmup:g} s of Rank and health at {rate:g}/s (not reported)")
+            for kind in ("health", "rank"):
+                await client.open_loop(kind, rate, args.warmup, requests if kind == "rank" else health)
+            await _drain(client, args.drain_limit)
+        results = []
+        for rate in args.rates:
+            for kind in ("health", "rank"):
+                log(f"step: {kind} at {rate:g}/s for {args.duration:g} s")
+                result = await run_step(client, server_pid, kind, rate, args.duration,
+                                        requests if kind == "rank" else health, args.drain_limit)
+                log(describe(result))
+                results.append(result)
+                await asyncio.sleep(args.pause)
+        return results
+    finally:
+        await client.close()
+
+
+# -- report -----------------------------------------------------------------------
+
+
+def summarise(results: Sequence[StepResult]) -> dict[str, Any]:
+    by_rate: dict[float, dict[str, StepResult]] = collections.defaultdict(dict)
+    for result in results:
+        by_rate[result.offered_rate][result.kind] = result
+    ratios = {}
+    for rate, steps in by_rate.items():
+        rank, health = steps.get("rank"), steps.get("health")
+        if rank and health and rank.p50_ms and health.p50_ms:
+            ratios[str(rate)] = round(rank.p50_ms / health.p50_ms, 2)
+
+    def held(kind: str) -> float | None:
+        good = [
+            r.offered_rate for r in results
+            if r.kind == kind and r.errors == 0 and r.p99_ms is not None and r.p99_ms <= P99_TARGET_MS
+            and r.achieved_rate >= HELD_FRACTION * r.offered_rate
+        ]
+        return max(good) if good else None
+
+    return {
+        "rank_p50_over_health_p50": ratios,
+        "highest_rank_rate_held_p99_le_10ms": held("rank"),
+        "highest_health_rate_held_p99_le_10ms": held("health"),
+        "held_means": f"no errors, p99 <= {P99_TARGET_MS:g} ms, achieved >= {HELD_FRACTION:.0%} of offered",
+    }
+
+
+def _fmt(value: float | int | None, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def table(results: Sequence[StepResult], summary: dict[str, Any]) -> str:
+    header = ("offered/s", "call", "achieved/s", "p50 ms", "p95 ms", "p99 ms", "errors", "server CPU ms/call",
+              "server cores", "client lag p99 ms", "backlog end (max)", "Rank p50 / health p50")
+    rows = []
+    for r in results:
+        ratio = summary["rank_p50_over_health_p50"].get(str(r.offered_rate)) if r.kind == "rank" else None
+        backlog = f"{r.backlog_final} ({r.backlog_max})" if r.kind == "rank" else "-"
+        rows.append((
+            f"{r.offered_rate:g}", "Rank" if r.kind == "rank" else "health", f"{r.achieved_rate:.0f}",
+            _fmt(r.p50_ms), _fmt(r.p95_ms), _fmt(r.p99_ms), str(r.errors), _fmt(r.server_cpu_ms_per_call, 3),
+            _fmt(r.server_cpu_cores), _fmt(r.launch_lag_p99_ms), backlog, _fmt(ratio, 1),
+        ))
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |",
+             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines += ["| " + " | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in rows]
+    held = summary["highest_rank_rate_held_p99_le_10ms"]
+    lines.append("")
+    lines.append(f"Highest Rank rate held with p99 <= {P99_TARGET_MS:g} ms: "
+                 + (f"{held:g}/s" if held is not None else "none of the offered rates")
+                 + f" ({summary['held_means']}).")
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+    }
+
+
+def plot(results: Sequence[StepResult], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 5))
+    styles = {("rank", "p50_ms"): ("C0", "-"), ("rank", "p99_ms"): ("C0", "--"),
+              ("health", "p50_ms"): ("C1", "-"), ("health", "p99_ms"): ("C1", "--")}
+    for (kind, metric), (color, line) in styles.items():
+        points = [(r.offered_rate, getattr(r, metric)) for r in results if r.kind == kind and getattr(r, metric)]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            label = f"{'Rank' if kind == 'rank' else 'health Check'} {metric.split('_')[0]}"
+            ax.plot(xs, ys, line, color=color, marker="o", label=label)
+    ax.axhline(P99_TARGET_MS, color="grey", linewidth=0.8, linestyle=":", label=f"{P99_TARGET_MS:g} ms")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered rate (calls/s, open loop)")
+    ax.set_ylabel("latency from scheduled send (ms)")
+    ax.set_title("Kairos: Rank (24 actions) vs health Check latency")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# -- command line -----------------------------------------------------------------
+
+
+def _rates(text: str) -> list[float]:
+    try:
+        rates = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give rates as numbers separated by commas (250,500)") from None
+    if not rates or min(rates) <= 0:
+        raise argparse.ArgumentTypeError("rates must be positive")
+    return rates
+
+
+def _cpus(text: str) -> set[int]:
+    try:
+        return {int(part) for part in text.split(",")}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give CPU numbers separated by commas (0,1)") from None
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.load",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--rates", type=_rates, default=None,
+                        help=f"offered rates in calls/s, comma separated (default {','.join(map(str, DEFAULT_RATES))})")
+    parser.add_argument("--duration", type=float, default=None, help="seconds per step (default 10)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a smoke run: rates {','.join(map(str, QUICK_RATES))}, 3 s per step, 1 s warm-up "
+                             "(--rates/--duration still win)")
+    parser.add_argument("--warmup", type=float, default=None,
+                        help="seconds of unreported Rank and health load at the lowest rate first (default 3)")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"),
+                        help="directory for load.json and load.png (default bench-results/)")
+    parser.add_argument("--actions", type=int, default=24, help="candidate actions per Rank (default 24)")
+    parser.add_argument("--catalog", type=int, default=200,
+                        help="size of the offer catalog the candidates are drawn from (default 200)")
+    parser.add_argument("--pool", type=int, default=1000, help="distinct Rank requests, cycled (default 1000)")
+    parser.add_argument("--reward-share", type=float, default=0.2,
+                        help="share of ranked events that get a Reward right after (default 0.2)")
+    parser.add_argument("--channels", type=int, default=4,
+                        help="gRPC channels (TCP connections), used round-robin (default 4)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="deadline of each call in seconds (default 5)")
+    parser.add_argument("--drain-limit", type=float, default=60.0,
+                        help="after each Rank step, wait at most this long for the learner backlog to reach 0 "
+                             "(default 60)")
+    parser.add_argument("--pause", type=float, default=0.5, help="seconds of quiet between steps (default 0.5)")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the generated workload (default 7)")
+    parser.add_argument("--server-cpus", type=_cpus, default=None,
+                        help="pin the server process to these CPUs (e.g. 0); default: no pinning")
+    parser.add_argument("--client-cpus", type=_cpus, default=None,
+                        help="pin this load generator to these CPUs (e.g. 1); default: no pinning")
+    parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                        help="extra argument for `kairos serve` (repeat; e.g. --server-arg=--sync-commits)")
+    args = parser.parse_args(argv)
+    if args.rates is None:
+        args.rates = list(QUICK_RATES if args.quick else DEFAULT_RATES)
+    if args.duration is None:
+        args.duration = 3.0 if args.quick else 10.0
+    if args.warmup is None:
+        args.warmup = 1.0 if args.quick else 3.0
+    if args.duration <= 0 or args.actions < 1 or args.actions > args.catalog or args.channels < 1:
+        parser.error("need --duration > 0, 1 <= --actions <= --catalog and --channels >= 1")
+    if not 0.0 <= args.reward_share <= 1.0:
+        parser.error("--reward-share must be within [0, 1]")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.client_cpus is not None:
+        os.sched_setaffinity(0, args.client_cpus)
+    started = datetime.now(UTC)
+    with running_server(args.server_arg, args.server_cpus) as (process, port):
+        results = asyncio.run(measure(args, process.pid, port))
+    summary = summarise(results)
+    report = {
+        "started_utc": started.isoformat(timespec="seconds"),
+        "command": " ".join(["python -m benchmarks.load", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine(),
+        "config": {
+            "rates": args.rates, "duration_s": args.duration, "warmup_s": args.warmup, "actions": args.actions,
+            "catalog": args.catalog, "pool": args.pool, "reward_share": args.reward_share,
+            "channels": args.channels, "timeout_s": args.timeout, "seed": args.seed,
+            "server_cpus": sorted(args.server_cpus) if args.server_cpus else None,
+            "client_cpus": sorted(args.client_cpus) if args.client_cpus else None,
+            "server_args": args.server_arg,
+        },
+        "summary": summary,
+        "steps": [asdict(r) for r in results],
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "load.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(table(results, summary))
+    wrote = [str(args.out / "load.json")]
+    if plot(results, args.out / "load.png"):
+        wrote.append(str(args.out / "load.png"))
+    log(f"wrote {', '.join(wrote)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

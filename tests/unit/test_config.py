@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service import config_file, settings
+
+
+def test_settings_layers(tmp_path: Path) -> None:
+    loaded = settings.load(
+        overrides={"port": "7000"},
+        file_settings={"port": 6000, "host": "0.0.0.0"},
+        environ={"KAIROS_PORT": "5000", "KAIROS_DATA_DIR": "/srv/k", "KAIROS_DEMO": "false"},
+    )
+    assert (loaded.port, loaded.host, loaded.data_dir, loaded.demo) == (7000, "0.0.0.0", Path("/srv/k"), False)
+
+
+def test_unknown_setting_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown setting"):
+        settings.load(file_settings={"prot": 1}, environ={})
+
+
+def test_every_setting_is_documented() -> None:
+    docs = settings.Settings.field_docs()
+    assert set(docs) == set(settings.Settings.__dataclass_fields__)
+
+
+def test_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "kairos.toml"
+    path.write_text(
+        """
+[server]
+port = 6001
+
+[[decision_points]]
+name = "homepage"
+reward_wait = "30s"
+aggregation = "sum"
+reward_range = [0, 5]
+explorer = { kind = "epsilon_greedy", epsilon = 0.05 }
+interactions = ["user*offer"]
+"""
+    )
+    loaded = config_file.load(path)
+    assert loaded.server == {"port": 6001}
+    (dp,) = loaded.decision_points
+    assert (dp.name, dp.reward_wait_ms, dp.aggregation, dp.reward_max) == ("homepage", 30_000, "sum", 5.0)
+    assert dp.learner.explorer.epsilon == 0.05 and dp.learner.interactions == ("user*offer",)
+
+
+def test_config_file_errors_name_the_problem(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[[decision_points]]\nname = "x"\nreward_wiat = "1s"\n')
+    with pytest.raises(config_file.ConfigError, match="reward_wiat"):
+        config_file.load(path)
+    assert config_file.parse_duration_ms("100ms") == 100
+    with pytest.raises(config_file.ConfigError):
+        config_file.parse_duration_ms("soon")
