@@ -7,7 +7,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from service import config_file, log_setup, settings as settings_module
+from service import config_file, log_setup
+from service import settings as settings_module
 from service.settings import Settings
 
 DESCRIPTION = """\
@@ -15,6 +16,7 @@ Kairos: real-time next-best-action decisions over gRPC.
 
   kairos serve                       start on 127.0.0.1:50051 with data in ./kairos-data
   kairos serve --config kairos.toml  also declare decision points from a TOML file
+  kairos health                      exit 0 when the local server is SERVING
 
 Every serve flag can also be set as an environment variable KAIROS_<NAME>
 (for example KAIROS_DATA_DIR=/data) or in the config file's [server] table.
@@ -33,10 +35,44 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
         flag = "--" + field.name.replace("_", "-")
         help_text = f"{docs.get(field.name, '')} [env {settings_module.ENV_PREFIX}{field.name.upper()}]"
         if "bool" in str(field.type):
-            serve.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            serve.add_argument(
+                flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
         else:
-            serve.add_argument(flag, dest=field.name, default=None, metavar=field.name.upper(),
-                               help=f"{help_text} (default: {field.default})")
+            serve.add_argument(
+                flag,
+                dest=field.name,
+                default=None,
+                metavar=field.name.upper(),
+                help=f"{help_text} (default: {field.default})",
+            )
+
+
+def _health_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    health = sub.add_parser(
+        "health",
+        help="check a running server's gRPC health (exit 0 when SERVING; for container HEALTHCHECKs)",
+        description="Ask a running Kairos server's grpc.health.v1 service whether it is SERVING.",
+    )
+    health.add_argument("--host", default="127.0.0.1")
+    health.add_argument("--port", type=int, default=None, help="default: KAIROS_PORT or 50051")
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds")
+
+
+def _health(args: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    port = args.port or settings_module.load().port
+    with grpc.insecure_channel(f"{args.host}:{port}") as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
+        except grpc.RpcError as err:
+            print(f"kairos health: {args.host}:{port}: {err.code().name}", file=sys.stderr)
+            return 1
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    print(name)
+    return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,10 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _serve_parser(sub)
+    _health_parser(sub)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "health":
+        return _health(args)
     overrides = {k: v for k, v in vars(args).items() if k != "command"}
     try:
         config = None

@@ -1,17 +1,17 @@
 """The TOML config file: decision points declared for GitOps, and optional [server] settings.
 
-    [server]
-    port = 50051
+[server]
+port = 50051
 
-    [[decision_points]]
-    name = "homepage"
-    reward_wait = "30s"            # ms, s, m, h
-    default_reward = 0.0
-    aggregation = "first"          # or "sum"
-    reward_range = [-1.0, 1.0]
-    explorer = { kind = "square_cb", gamma_scale = 10 }
-    interactions = ["*"]           # or ["user*offer", "context*offer"]
-    learning_rate = 0.5
+[[decision_points]]
+name = "homepage"
+reward_wait = "30s"            # ms, s, m, h
+default_reward = 0.0
+aggregation = "first"          # or "sum"
+reward_range = [-1.0, 1.0]
+explorer = { kind = "square_cb", gamma_scale = 10 }
+interactions = ["*"]           # or ["user*offer", "context*offer"]
+learning_rate = 0.5
 """
 
 from __future__ import annotations
@@ -27,8 +27,20 @@ from service.domain import DEFAULT_REWARD_WAIT_MS, DecisionPointConfig
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
-_DP_KEYS = {"name", "reward_wait", "default_reward", "aggregation", "reward_range", "explorer", "interactions",
-            "learning_rate", "power_t", "bits", "l2", "seed"}
+_DP_KEYS = {
+    "name",
+    "reward_wait",
+    "default_reward",
+    "aggregation",
+    "reward_range",
+    "explorer",
+    "interactions",
+    "learning_rate",
+    "power_t",
+    "bits",
+    "l2",
+    "seed",
+}
 
 
 class ConfigError(ValueError):
@@ -53,7 +65,9 @@ def parse_duration_ms(text: str | int | float) -> int:
 def _decision_point(entry: dict[str, Any]) -> DecisionPointConfig:
     unknown = set(entry) - _DP_KEYS
     if unknown:
-        raise ConfigError(f"decision point {entry.get('name')!r}: unknown keys {sorted(unknown)}; known: {sorted(_DP_KEYS)}")
+        raise ConfigError(
+            f"decision point {entry.get('name')!r}: unknown keys {sorted(unknown)}; known: {sorted(_DP_KEYS)}"
+        )
     if "name" not in entry:
         raise ConfigError("every [[decision_points]] entry needs a name")
     default = LearnerOptions()

@@ -22,7 +22,7 @@ from pathlib import Path
 import structlog
 
 from policies.features import Candidate, FeatureError, FeatureGroup, NamespaceTable, action_line, shared_line
-from policies.learner_options import LearnerOptions, OptionsError
+from policies.learner_options import OptionsError
 from policies.ranking import rank, rng_for
 from policies.vw import PolicyError, VWPolicy
 from service.domain import (
@@ -421,7 +421,9 @@ class DecisionPlane:
         except (OptionsError, FeatureError) as err:
             raise invalid("INVALID_LEARNER_OPTIONS", str(err)) from None
         except PolicyError as err:
-            raise invalid("INVALID_MODEL", f"{err}; export it from a decision point with the same learner options")
+            raise invalid(
+                "INVALID_MODEL", f"{err}; export it from a decision point with the same learner options"
+            ) from None
 
     def get_decision_point(self, name: str) -> DecisionPointRecord:
         return self._state(name).record
@@ -521,8 +523,11 @@ class DecisionPlane:
         """Delete logged decisions ranked before ``cutoff_ms`` (retention); open windows are kept."""
         with self.store.read() as txn:
             old = self.store.ranked_before(txn, cutoff_ms, limit)
-            gone = [(key, dp, event) for key, dp, event in old
-                    if (d := self.store.get_decision(txn, dp, event)) is None or d.state != OPEN]
+            gone = [
+                (key, dp, event)
+                for key, dp, event in old
+                if (d := self.store.get_decision(txn, dp, event)) is None or d.state != OPEN
+            ]
 
         def commit(txn) -> None:  # type: ignore[no-untyped-def]
             for key, dp, event in gone:

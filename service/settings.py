@@ -9,6 +9,7 @@ config file, and command-line flags. This is the only module that reads
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -69,9 +70,14 @@ class Settings:
         tree = ast.parse(inspect.getsource(cls))
         body = tree.body[0].body  # type: ignore[attr-defined]
         docs: dict[str, str] = {}
-        for node, following in zip(body, body[1:], strict=False):
-            if isinstance(node, ast.AnnAssign) and isinstance(following, ast.Expr):
-                docs[node.target.id] = " ".join(str(following.value.value).split())  # type: ignore[attr-defined]
+        for node, following in itertools.pairwise(body):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)
+            ):
+                docs[node.target.id] = " ".join(str(following.value.value).split())
         return docs
 
 
@@ -96,8 +102,11 @@ def _coerce(field: dataclasses.Field[Any], raw: Any) -> Any:
     return str(raw)
 
 
-def load(overrides: Mapping[str, Any] | None = None, file_settings: Mapping[str, Any] | None = None,
-         environ: Mapping[str, str] | None = None) -> Settings:
+def load(
+    overrides: Mapping[str, Any] | None = None,
+    file_settings: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
     env = os.environ if environ is None else environ
     by_name = {f.name: f for f in fields(Settings)}
     values: dict[str, Any] = {}

@@ -19,7 +19,9 @@ def group(namespace: str, **features: str | float | bool) -> tpb.FeatureGroup:
 
 
 def offers(n: int) -> list[tpb.Action]:
-    return [tpb.Action(id=f"offer-{k}", features=[group("offer", category=f"c{k % 3}", price=10.0 + k)]) for k in range(n)]
+    return [
+        tpb.Action(id=f"offer-{k}", features=[group("offer", category=f"c{k % 3}", price=10.0 + k)]) for k in range(n)
+    ]
 
 
 def rank_request(n: int = 5, decision_point: str = "demo", **kwargs: object) -> dpb.RankRequest:

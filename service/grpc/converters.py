@@ -12,8 +12,8 @@ from policies.learner_options import ALL_PAIRS, Explorer, LearnerOptions
 from service._pb.kairos.v1 import admin_service_pb2 as admin_pb
 from service._pb.kairos.v1 import decision_service_pb2 as decision_pb
 from service._pb.kairos.v1 import types_pb2 as types_pb
-from service.errors import invalid
 from service.domain import DEFAULT_REWARD_WAIT_MS, DecisionPointConfig, DecisionPointRecord
+from service.errors import invalid
 from service.plane import RankInput, RankOutput, Stats
 
 _AGGREGATION = {

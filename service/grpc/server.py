@@ -8,8 +8,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from service._pb.kairos.v1 import admin_service_pb2, admin_service_pb2_grpc, decision_service_pb2
-from service._pb.kairos.v1 import decision_service_pb2_grpc
+from service._pb.kairos.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    decision_service_pb2,
+    decision_service_pb2_grpc,
+)
 from service.grpc.servicers import AdminServicer, DecisionServicer
 from service.plane import DecisionPlane
 from service.settings import Settings
@@ -20,7 +24,9 @@ SERVICE_NAMES = (
 )
 
 
-def build(plane: DecisionPlane, settings: Settings, ready: Callable[[], bool]) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+def build(
+    plane: DecisionPlane, settings: Settings, ready: Callable[[], bool]
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     """A configured server (not started), its health servicer, and the bound port."""
     server = grpc.aio.server(
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,

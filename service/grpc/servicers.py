@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -14,7 +15,6 @@ from service._pb.kairos.v1 import admin_service_pb2 as admin_pb
 from service._pb.kairos.v1 import admin_service_pb2_grpc as admin_grpc
 from service._pb.kairos.v1 import decision_service_pb2 as decision_pb
 from service._pb.kairos.v1 import decision_service_pb2_grpc as decision_grpc
-from service._pb.kairos.v1 import types_pb2 as types_pb
 from service.errors import Code, KairosError
 from service.grpc import converters
 from service.grpc.errors import status_of
@@ -70,32 +70,32 @@ class _Base:
 
 class DecisionServicer(_Base, decision_grpc.DecisionServiceServicer):
     @rpc("Rank")
-    async def Rank(self, request: decision_pb.RankRequest, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    async def Rank(self, request: decision_pb.RankRequest, context: grpc.aio.ServicerContext) -> Any:
         return converters.rank_response(self.plane.rank(converters.rank_input(request)))
 
     @rpc("Reward")
-    async def Reward(self, request: decision_pb.RewardRequest, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    async def Reward(self, request: decision_pb.RewardRequest, context: grpc.aio.ServicerContext) -> Any:
         self.plane.reward(request.decision_point, request.event_id, request.value, request.reward_id)
         return decision_pb.RewardResponse()
 
     @rpc("Activate")
-    async def Activate(self, request: decision_pb.ActivateRequest, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    async def Activate(self, request: decision_pb.ActivateRequest, context: grpc.aio.ServicerContext) -> Any:
         self.plane.activate(request.decision_point, request.event_id)
         return decision_pb.ActivateResponse()
 
 
 class AdminServicer(_Base, admin_grpc.AdminServiceServicer):
     @rpc("CreateDecisionPoint")
-    async def CreateDecisionPoint(self, request: admin_pb.CreateDecisionPointRequest, context: Any) -> Any:  # noqa: N802
+    async def CreateDecisionPoint(self, request: admin_pb.CreateDecisionPointRequest, context: Any) -> Any:
         record = self.plane.create_decision_point(converters.config(request.decision_point))
         return converters.decision_point_pb(record)
 
     @rpc("GetDecisionPoint")
-    async def GetDecisionPoint(self, request: admin_pb.GetDecisionPointRequest, context: Any) -> Any:  # noqa: N802
+    async def GetDecisionPoint(self, request: admin_pb.GetDecisionPointRequest, context: Any) -> Any:
         return converters.decision_point_pb(self.plane.get_decision_point(request.name))
 
     @rpc("ListDecisionPoints")
-    async def ListDecisionPoints(self, request: admin_pb.ListDecisionPointsRequest, context: Any) -> Any:  # noqa: N802
+    async def ListDecisionPoints(self, request: admin_pb.ListDecisionPointsRequest, context: Any) -> Any:
         size = request.page_size if request.page_size > 0 else 100
         records = [r for r in self.plane.list_decision_points() if r.config.name > request.page_token]
         page = records[:size]
@@ -105,34 +105,32 @@ class AdminServicer(_Base, admin_grpc.AdminServiceServicer):
         )
 
     @rpc("UpdateDecisionPoint")
-    async def UpdateDecisionPoint(self, request: admin_pb.UpdateDecisionPointRequest, context: Any) -> Any:  # noqa: N802
+    async def UpdateDecisionPoint(self, request: admin_pb.UpdateDecisionPointRequest, context: Any) -> Any:
         current = self.plane.get_decision_point(request.decision_point.name).config
         wanted = converters.updated_config(current, request)
         return converters.decision_point_pb(self.plane.update_decision_point(wanted, request.reset_model))
 
     @rpc("DeleteDecisionPoint")
-    async def DeleteDecisionPoint(self, request: admin_pb.DeleteDecisionPointRequest, context: Any) -> Any:  # noqa: N802
+    async def DeleteDecisionPoint(self, request: admin_pb.DeleteDecisionPointRequest, context: Any) -> Any:
         self.plane.delete_decision_point(request.name)
         return admin_pb.DeleteDecisionPointResponse()
 
     @rpc("GetStats")
-    async def GetStats(self, request: admin_pb.GetStatsRequest, context: Any) -> Any:  # noqa: N802
+    async def GetStats(self, request: admin_pb.GetStatsRequest, context: Any) -> Any:
         return converters.stats_pb(self.plane.stats(request.decision_point))
 
     @rpc("ExportModel")
-    async def ExportModel(self, request: admin_pb.ExportModelRequest, context: Any) -> Any:  # noqa: N802
-        import hashlib
-
+    async def ExportModel(self, request: admin_pb.ExportModelRequest, context: Any) -> Any:
         model, version = self.plane.export_model(request.name)
-        return admin_pb.ExportModelResponse(model=model, model_version=version, sha256=hashlib.sha256(model).hexdigest())
+        return admin_pb.ExportModelResponse(
+            model=model, model_version=version, sha256=hashlib.sha256(model).hexdigest()
+        )
 
     @rpc("ImportModel")
-    async def ImportModel(self, request: admin_pb.ImportModelRequest, context: Any) -> Any:  # noqa: N802
+    async def ImportModel(self, request: admin_pb.ImportModelRequest, context: Any) -> Any:
         return admin_pb.ImportModelResponse(model_version=self.plane.import_model(request.name, request.model))
 
     @rpc("ResetModel")
-    async def ResetModel(self, request: admin_pb.ResetModelRequest, context: Any) -> Any:  # noqa: N802
+    async def ResetModel(self, request: admin_pb.ResetModelRequest, context: Any) -> Any:
         return admin_pb.ResetModelResponse(model_version=self.plane.reset_model(request.name))
 
-
-__all__ = ["AdminServicer", "DecisionServicer", "types_pb"]

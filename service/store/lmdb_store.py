@@ -35,6 +35,9 @@ FORMAT_VERSION = 1
 _U64 = struct.Struct(">Q")
 _DBS = ("meta", "decision_points", "events", "due", "by_time", "journal", "counters", "checkpoints")
 T = TypeVar("T")
+# py-lmdb types keys and values as bytes | memoryview; every transaction here is
+# opened with buffers=False, so they are bytes.
+Txn = Any
 
 
 class DataDirError(RuntimeError):
@@ -104,7 +107,7 @@ class Store:
 
     # -- transactions -------------------------------------------------------
 
-    def write(self, work: Callable[[lmdb.Transaction], T]) -> T:
+    def write(self, work: Callable[[Txn], T]) -> T:
         """Run ``work`` in a write transaction; grow the map and retry when it is full."""
         while True:
             try:
@@ -113,7 +116,7 @@ class Store:
             except lmdb.MapFullError:
                 self.env.set_mapsize(self.env.info()["map_size"] * 2)
 
-    def read(self) -> lmdb.Transaction:
+    def read(self) -> Txn:
         return self.env.begin(buffers=False)
 
     def sync(self) -> None:
@@ -129,14 +132,14 @@ class Store:
 
     # -- decision points ----------------------------------------------------
 
-    def load_decision_points(self, txn: lmdb.Transaction) -> dict[str, DecisionPointRecord]:
+    def load_decision_points(self, txn: Txn) -> dict[str, DecisionPointRecord]:
         with txn.cursor(db=self.db["decision_points"]) as cursor:
             return {key.decode(): DecisionPointRecord.decode(value) for key, value in cursor}
 
-    def put_decision_point(self, txn: lmdb.Transaction, record: DecisionPointRecord) -> None:
+    def put_decision_point(self, txn: Txn, record: DecisionPointRecord) -> None:
         txn.put(record.config.name.encode(), record.encode(), db=self.db["decision_points"])
 
-    def delete_decision_point(self, txn: lmdb.Transaction, name: str) -> None:
+    def delete_decision_point(self, txn: Txn, name: str) -> None:
         prefix = _dp(name)
         txn.delete(name.encode(), db=self.db["decision_points"])
         for db in ("events", "journal", "counters", "checkpoints"):
@@ -147,7 +150,7 @@ class Store:
             for key in keys:
                 txn.delete(key, db=self.db[db])
 
-    def _delete_prefix(self, txn: lmdb.Transaction, db: str, prefix: bytes) -> None:
+    def _delete_prefix(self, txn: Txn, db: str, prefix: bytes) -> None:
         with txn.cursor(db=self.db[db]) as cursor:
             if not cursor.set_range(prefix):
                 return
@@ -157,23 +160,23 @@ class Store:
 
     # -- decisions ----------------------------------------------------------
 
-    def get_decision(self, txn: lmdb.Transaction, dp: str, event_id: str) -> Decision | None:
+    def get_decision(self, txn: Txn, dp: str, event_id: str) -> Decision | None:
         raw = txn.get(_dp(dp) + event_id.encode(), db=self.db["events"])
         return None if raw is None else Decision.decode(raw)
 
-    def put_decision(self, txn: lmdb.Transaction, dp: str, decision: Decision) -> None:
+    def put_decision(self, txn: Txn, dp: str, decision: Decision) -> None:
         txn.put(_dp(dp) + decision.event_id.encode(), decision.encode(), db=self.db["events"])
 
-    def add_new_decision(self, txn: lmdb.Transaction, dp: str, decision: Decision) -> None:
+    def add_new_decision(self, txn: Txn, dp: str, decision: Decision) -> None:
         key = _dp(dp) + decision.event_id.encode()
         txn.put(key, decision.encode(), db=self.db["events"])
         txn.put(_U64.pack(decision.deadline_ms) + key, b"", db=self.db["due"])
         txn.put(_U64.pack(decision.ranked_at_ms) + key, b"", db=self.db["by_time"])
 
-    def close_window(self, txn: lmdb.Transaction, dp: str, decision: Decision) -> None:
+    def close_window(self, txn: Txn, dp: str, decision: Decision) -> None:
         txn.delete(_U64.pack(decision.deadline_ms) + _dp(dp) + decision.event_id.encode(), db=self.db["due"])
 
-    def due_before(self, txn: lmdb.Transaction, now_ms: int, limit: int) -> list[tuple[bytes, str, str]]:
+    def due_before(self, txn: Txn, now_ms: int, limit: int) -> list[tuple[bytes, str, str]]:
         """Open windows whose deadline has passed, oldest first: (key, decision point, event id)."""
         found: list[tuple[bytes, str, str]] = []
         with txn.cursor(db=self.db["due"]) as cursor:
@@ -184,10 +187,10 @@ class Store:
                 found.append((key, dp, event.decode()))
         return found
 
-    def drop_due(self, txn: lmdb.Transaction, key: bytes) -> None:
+    def drop_due(self, txn: Txn, key: bytes) -> None:
         txn.delete(key, db=self.db["due"])
 
-    def ranked_before(self, txn: lmdb.Transaction, cutoff_ms: int, limit: int) -> list[tuple[bytes, str, str]]:
+    def ranked_before(self, txn: Txn, cutoff_ms: int, limit: int) -> list[tuple[bytes, str, str]]:
         found: list[tuple[bytes, str, str]] = []
         with txn.cursor(db=self.db["by_time"]) as cursor:
             for key in cursor.iternext(values=False):
@@ -197,17 +200,17 @@ class Store:
                 found.append((key, dp, event.decode()))
         return found
 
-    def forget_decision(self, txn: lmdb.Transaction, time_key: bytes, dp: str, event_id: str) -> None:
+    def forget_decision(self, txn: Txn, time_key: bytes, dp: str, event_id: str) -> None:
         txn.delete(_dp(dp) + event_id.encode(), db=self.db["events"])
         txn.delete(time_key, db=self.db["by_time"])
 
     # -- learning journal ---------------------------------------------------
 
-    def append_journal(self, txn: lmdb.Transaction, dp: str, seq: int, event_id: str, reward: float) -> None:
+    def append_journal(self, txn: Txn, dp: str, seq: int, event_id: str, reward: float) -> None:
         value = json.dumps([event_id, reward], separators=(",", ":"), ensure_ascii=False).encode()
         txn.put(_dp(dp) + _U64.pack(seq), value, db=self.db["journal"])
 
-    def journal_after(self, txn: lmdb.Transaction, dp: str, seq: int) -> Iterator[JournalEntry]:
+    def journal_after(self, txn: Txn, dp: str, seq: int) -> Iterator[JournalEntry]:
         prefix = _dp(dp)
         with txn.cursor(db=self.db["journal"]) as cursor:
             if not cursor.set_range(prefix + _U64.pack(seq + 1)):
@@ -218,7 +221,7 @@ class Store:
                 event_id, reward = json.loads(value)
                 yield JournalEntry(_U64.unpack(key[len(prefix) :])[0], event_id, reward)
 
-    def last_journal_seq(self, txn: lmdb.Transaction, dp: str) -> int:
+    def last_journal_seq(self, txn: Txn, dp: str) -> int:
         prefix = _dp(dp)
         with txn.cursor(db=self.db["journal"]) as cursor:
             # Step back from just past this decision point's largest possible key.
@@ -227,7 +230,7 @@ class Store:
                 return int(_U64.unpack(cursor.key()[len(prefix) :])[0])
         return 0
 
-    def prune_journal(self, txn: lmdb.Transaction, dp: str, up_to_seq: int) -> int:
+    def prune_journal(self, txn: Txn, dp: str, up_to_seq: int) -> int:
         prefix = _dp(dp)
         removed = 0
         with txn.cursor(db=self.db["journal"]) as cursor:
@@ -241,20 +244,20 @@ class Store:
 
     # -- counters -----------------------------------------------------------
 
-    def get_counters(self, txn: lmdb.Transaction, dp: str) -> dict[str, int]:
+    def get_counters(self, txn: Txn, dp: str) -> dict[str, int]:
         raw = txn.get(_dp(dp), db=self.db["counters"])
         return {} if raw is None else dict(json.loads(raw))
 
-    def put_counters(self, txn: lmdb.Transaction, dp: str, counters: dict[str, int]) -> None:
+    def put_counters(self, txn: Txn, dp: str, counters: dict[str, int]) -> None:
         txn.put(_dp(dp), json.dumps(counters, separators=(",", ":")).encode(), db=self.db["counters"])
 
     # -- checkpoints --------------------------------------------------------
 
-    def put_checkpoint(self, txn: lmdb.Transaction, dp: str, meta: CheckpointMeta) -> None:
+    def put_checkpoint(self, txn: Txn, dp: str, meta: CheckpointMeta) -> None:
         key = _dp(dp) + _U64.pack(meta.generation) + _U64.pack(meta.seq)
         txn.put(key, meta.encode(), db=self.db["checkpoints"])
 
-    def checkpoints(self, txn: lmdb.Transaction, dp: str, generation: int) -> list[CheckpointMeta]:
+    def checkpoints(self, txn: Txn, dp: str, generation: int) -> list[CheckpointMeta]:
         """Checkpoints of one model generation, newest first."""
         prefix = _dp(dp) + _U64.pack(generation)
         found: list[CheckpointMeta] = []
@@ -267,7 +270,7 @@ class Store:
                     found.append(CheckpointMeta(**data))
         return found[::-1]
 
-    def all_checkpoints(self, txn: lmdb.Transaction, dp: str) -> list[CheckpointMeta]:
+    def all_checkpoints(self, txn: Txn, dp: str) -> list[CheckpointMeta]:
         prefix = _dp(dp)
         with txn.cursor(db=self.db["checkpoints"]) as cursor:
             if not cursor.set_range(prefix):
@@ -279,6 +282,6 @@ class Store:
                 found.append(CheckpointMeta(**json.loads(value)))
             return found
 
-    def delete_checkpoint(self, txn: lmdb.Transaction, dp: str, meta: CheckpointMeta) -> None:
+    def delete_checkpoint(self, txn: Txn, dp: str, meta: CheckpointMeta) -> None:
         key = _dp(dp) + _U64.pack(meta.generation) + _U64.pack(meta.seq)
         txn.delete(key, db=self.db["checkpoints"])

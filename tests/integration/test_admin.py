@@ -25,13 +25,13 @@ def test_create_get_list_delete(server: RunningServer) -> None:
     server.admin.DeleteDecisionPoint(apb.DeleteDecisionPointRequest(name="checkout"))
     with pytest.raises(grpc.RpcError) as caught:
         server.admin.GetDecisionPoint(apb.GetDecisionPointRequest(name="checkout"))
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_create_twice_is_already_exists(server: RunningServer) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         create(server, "demo")
-    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS  # type: ignore[attr-defined]
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
 
 
 @pytest.mark.parametrize(
@@ -47,14 +47,14 @@ def test_create_twice_is_already_exists(server: RunningServer) -> None:
 def test_invalid_decision_points_are_refused(server: RunningServer, dp: tpb.DecisionPoint) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         server.admin.CreateDecisionPoint(apb.CreateDecisionPointRequest(decision_point=dp))
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_update_learner_options_needs_reset(server: RunningServer) -> None:
     change = tpb.DecisionPoint(name="demo", exploration=tpb.Exploration(epsilon_greedy=tpb.EpsilonGreedy(epsilon=0.3)))
     with pytest.raises(grpc.RpcError) as caught:
         server.admin.UpdateDecisionPoint(apb.UpdateDecisionPointRequest(decision_point=change))
-    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     updated = server.admin.UpdateDecisionPoint(apb.UpdateDecisionPointRequest(decision_point=change, reset_model=True))
     assert updated.exploration.WhichOneof("policy") == "epsilon_greedy"
     assert updated.model_generation == 2
@@ -79,6 +79,6 @@ def test_export_import_reset_model(server: RunningServer) -> None:
     assert imported.model_version == "3.0"
     with pytest.raises(grpc.RpcError) as caught:
         server.admin.ImportModel(apb.ImportModelRequest(name="demo", model=b"not a model"))
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     # The refused import changed nothing: still serving generation 3.
     assert server.decisions.Rank(rank_request(4)).model_version == "3.0"

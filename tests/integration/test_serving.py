@@ -18,7 +18,7 @@ from tests.server import RunningServer
 
 
 def error_reason(err: grpc.RpcError) -> str:
-    for key, raw in err.trailing_metadata() or ():  # type: ignore[attr-defined]
+    for key, raw in err.trailing_metadata() or ():
         if key == "grpc-status-details-bin":
             status = status_pb2.Status.FromString(raw)
             info = error_details_pb2.ErrorInfo()
@@ -103,15 +103,15 @@ def test_bad_rank_requests_get_clear_statuses(
 ) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         server.decisions.Rank(request_)
-    assert caught.value.code() == code  # type: ignore[attr-defined]
+    assert caught.value.code() == code
     assert error_reason(caught.value) == reason
-    assert "Traceback" not in caught.value.details()  # type: ignore[attr-defined]
+    assert "Traceback" not in caught.value.details()
 
 
 def test_too_many_actions_names_the_limit(server: RunningServer) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         server.decisions.Rank(rank_request(300))
-    assert "256" in caught.value.details()  # type: ignore[attr-defined]
+    assert "256" in caught.value.details()
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), 1.5, -7.0])
@@ -119,7 +119,7 @@ def test_bad_reward_values_are_refused_and_not_learned(server: RunningServer, va
     event = server.decisions.Rank(rank_request(3)).event_id
     with pytest.raises(grpc.RpcError) as caught:
         server.decisions.Reward(dpb.RewardRequest(decision_point="demo", event_id=event, value=value))
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     stats = server.admin.GetStats(apb.GetStatsRequest(decision_point="demo"))
     assert (stats.rewards, stats.learned) == (0, 0)
 
@@ -127,7 +127,7 @@ def test_bad_reward_values_are_refused_and_not_learned(server: RunningServer, va
 def test_reward_for_unknown_event_is_not_found(server: RunningServer) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         server.decisions.Reward(dpb.RewardRequest(decision_point="demo", event_id="never-ranked", value=1.0))
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_window_close_learns_default_reward_and_late_reward_is_refused(server: RunningServer) -> None:
@@ -138,7 +138,7 @@ def test_window_close_learns_default_reward_and_late_reward_is_refused(server: R
     time.sleep(0.6)
     with pytest.raises(grpc.RpcError) as caught:
         server.decisions.Reward(dpb.RewardRequest(decision_point="fast", event_id=event, value=1.0))
-    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     stats = server.admin.GetStats(apb.GetStatsRequest(decision_point="fast"))
     assert (stats.late_rewards, stats.default_rewards, stats.learned) == (1, 1, 1)
     assert stats.average_reward == -0.5
@@ -162,8 +162,13 @@ def test_deferred_event_learns_only_after_activation(server: RunningServer) -> N
 def test_sum_aggregation_counts_each_reward_id_once(server: RunningServer) -> None:
     import time
 
-    create(server, "summed", wait_ms=300, reward_aggregation=tpb.REWARD_AGGREGATION_SUM,
-           reward_range=tpb.RewardRange(min=0, max=10))
+    create(
+        server,
+        "summed",
+        wait_ms=300,
+        reward_aggregation=tpb.REWARD_AGGREGATION_SUM,
+        reward_range=tpb.RewardRange(min=0, max=10),
+    )
     event = server.decisions.Rank(rank_request(3, decision_point="summed")).event_id
     for reward_id, value in [("a", 2.0), ("b", 3.0), ("a", 2.0)]:
         server.decisions.Reward(

@@ -29,9 +29,19 @@ def test_buf_lint() -> None:
 def test_contract_field_numbers() -> None:
     fields = {f.name: f.number for f in dpb.RankRequest.DESCRIPTOR.fields}
     assert fields == {
-        "decision_point": 1, "event_id": 2, "subject_id": 3, "context": 4, "actions": 5,
-        "excluded_action_ids": 6, "defer_activation": 7, "baseline_action_id": 8, "channel": 9,
+        "decision_point": 1,
+        "event_id": 2,
+        "subject_id": 3,
+        "context": 4,
+        "actions": 5,
+        "excluded_action_ids": 6,
+        "defer_activation": 7,
+        "baseline_action_id": 8,
+        "channel": 9,
     }
     assert {f.name: f.number for f in dpb.RewardRequest.DESCRIPTOR.fields} == {
-        "decision_point": 1, "event_id": 2, "value": 3, "reward_id": 4,
+        "decision_point": 1,
+        "event_id": 2,
+        "value": 3,
+        "reward_id": 4,
     }

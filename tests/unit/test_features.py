@@ -72,5 +72,8 @@ def test_lines() -> None:
     table = NamespaceTable()
     line = shared_line([FeatureGroup("user", {"segment": "gold"})], table, channel="web")
     assert line == "shared |a segment=gold |@ web"
-    assert action_line(Candidate("offer 1", (FeatureGroup("offer", {"price": 9.5}),)), table) == "|! offer%201 |b price:9.5"
+    assert (
+        action_line(Candidate("offer 1", (FeatureGroup("offer", {"price": 9.5}),)), table)
+        == "|! offer%201 |b price:9.5"
+    )
     assert shared_line([], NamespaceTable()) == "shared |"
