@@ -11,9 +11,10 @@ checked finite and bounded before they are formatted.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Protocol
 from urllib.parse import quote
 
 FeatureScalar = str | float | int | bool
@@ -29,6 +30,9 @@ RESERVED_NAMESPACES = {"_action": ACTION_ID_NAMESPACE, "_channel": CHANNEL_NAMES
 # |x| above this is refused: products of two such values in quadratic
 # interactions, squared by the adaptive update, must stay finite in float32.
 MAX_ABS_NUMBER = 1e6
+# Longest feature name or string value, and longest namespace name, in characters.
+MAX_STRING_CHARS = 1024
+MAX_NAMESPACE_CHARS = 64
 
 
 class FeatureError(ValueError):
@@ -43,12 +47,25 @@ class FeatureGroup:
     features: Mapping[str, FeatureScalar]
 
 
+class CandidateLike(Protocol):
+    """What the encoder needs of a candidate (the transport may supply it lazily)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def features(self) -> Sequence[FeatureGroup]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Candidate:
     """A candidate action and its features."""
 
     id: str
     features: tuple[FeatureGroup, ...] = ()
+    # Identifies exactly these features (the transport uses the serialized
+    # message) so their encoding can be cached; empty means do not cache.
+    cache_key: bytes = b""
 
 
 @lru_cache(maxsize=65536)
@@ -79,6 +96,10 @@ def _number(name: str, value: float) -> str:
 
 def encode_feature(name: str, value: FeatureScalar) -> str | None:
     """One feature as a VW text token; None for a feature that carries nothing (false)."""
+    if len(name) > MAX_STRING_CHARS or (isinstance(value, str) and len(value) > MAX_STRING_CHARS):
+        raise FeatureError(
+            f"feature {name[:80]!r}: names and string values are limited to {MAX_STRING_CHARS} characters"
+        )
     if isinstance(value, bool):
         return token(name) if value else None
     if isinstance(value, str):
@@ -105,6 +126,8 @@ class NamespaceTable:
             return RESERVED_NAMESPACES[namespace]
         if not namespace:
             raise FeatureError("a feature group has an empty namespace; name it (for example 'user')")
+        if len(namespace) > MAX_NAMESPACE_CHARS:
+            raise FeatureError(f"namespace {namespace[:80]!r} is longer than {MAX_NAMESPACE_CHARS} characters")
         if namespace.startswith("_"):
             raise FeatureError(f"namespace {namespace!r}: names starting with '_' are reserved")
         if len(self.indices) >= len(NAMESPACE_ALPHABET):
@@ -134,12 +157,14 @@ def encode_groups(groups: Iterable[FeatureGroup], table: NamespaceTable) -> list
 def shared_line(context: Iterable[FeatureGroup], table: NamespaceTable, channel: str = "") -> str:
     """The shared (context) example of a multi-line ADF example."""
     parts = encode_groups(context, table)
+    if len(channel) > MAX_STRING_CHARS:
+        raise FeatureError(f"channel is longer than {MAX_STRING_CHARS} characters")
     if channel:
         parts.append(f"|{CHANNEL_NAMESPACE} {token(channel)}")
     return "shared " + " ".join(parts) if parts else "shared |"
 
 
-def action_line(candidate: Candidate, table: NamespaceTable) -> str:
+def action_line(candidate: CandidateLike, table: NamespaceTable) -> str:
     """An action example; the action id is a feature so each action can learn its own value."""
     parts = [f"|{ACTION_ID_NAMESPACE} {token(candidate.id)}"]
     parts += encode_groups(candidate.features, table)

@@ -18,7 +18,6 @@ import hashlib
 import math
 import os
 import tempfile
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import vowpalwabbit
 from vowpalwabbit import LabelType
 
 from policies.features import vw_number
+from policies.lru import LRU
 
 _CB = LabelType.CONTEXTUAL_BANDIT
 # Never hand VW a probability below this: 1/p is the importance weight of the
@@ -47,8 +47,7 @@ class Prediction:
 class VWPolicy:
     def __init__(self, args: Sequence[str], model: bytes | None = None, cache_size: int = 8192) -> None:
         self.args = list(args)
-        self._cache: OrderedDict[str, vowpalwabbit.Example] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache: LRU[str, vowpalwabbit.Example] = LRU(cache_size)
         if model is None:
             self._vw = vowpalwabbit.Workspace(arg_list=self.args)
             return
@@ -61,14 +60,10 @@ class VWPolicy:
                 raise PolicyError(f"the model could not be loaded: {err}") from None
 
     def _action_example(self, line: str) -> vowpalwabbit.Example:
-        cached = self._cache.get(line)
-        if cached is not None:
-            self._cache.move_to_end(line)
-            return cached
-        example = vowpalwabbit.Example(self._vw, line, _CB)
-        self._cache[line] = example
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        example = self._cache.get(line)
+        if example is None:
+            example = vowpalwabbit.Example(self._vw, line, _CB)
+            self._cache.put(line, example)
         return example
 
     def predict(self, shared: str, actions: Sequence[str]) -> Prediction:

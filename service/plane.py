@@ -18,12 +18,14 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
-from policies.features import Candidate, FeatureError, FeatureGroup, NamespaceTable, action_line, shared_line
+from policies.features import CandidateLike, FeatureError, FeatureGroup, NamespaceTable, action_line, shared_line
 from policies.learner_options import OptionsError
-from policies.ranking import rank, rng_for
+from policies.lru import LRU
+from policies.ranking import draw_for, rank
 from policies.vw import PolicyError, VWPolicy
 from service.domain import (
     EXPIRED,
@@ -43,19 +45,27 @@ from service.store.lmdb_store import JournalEntry, Store
 
 log = structlog.get_logger(__name__)
 MAX_REWARD_IDS = 1000
+# Encoded action lines kept per decision point, keyed by the candidate's cache_key.
+ACTION_LINE_CACHE = 20_000
 
 
 @dataclass(frozen=True)
 class Limits:
     max_actions: int = 256
     max_features: int = 4096  # context and action features of one request together
-    max_string_bytes: int = 1024  # a feature name or string value
+
+
+class RankCandidate(CandidateLike, Protocol):
+    @property
+    def cache_key(self) -> bytes:
+        """Identifies the candidate's id and features exactly; empty: do not cache its encoding."""
+        ...
 
 
 @dataclass(frozen=True)
 class RankInput:
     decision_point: str
-    candidates: Sequence[Candidate]
+    candidates: Sequence[RankCandidate]
     context: Sequence[FeatureGroup] = ()
     event_id: str = ""
     subject_id: str = ""
@@ -127,6 +137,7 @@ class DecisionPlane:
         self.models_dir = models_dir
         self.limits = limits or Limits()
         self.states: dict[str, ModelState] = {}
+        self._action_lines: dict[str, LRU[bytes, tuple[str, int]]] = {}
         # Called after a commit made events learnable; the learning loop sets it.
         self.on_learnable: Callable[[], None] = lambda: None
 
@@ -154,9 +165,16 @@ class DecisionPlane:
         known_namespaces = len(table.indices)
         try:
             shared = shared_line(request.context, table, request.channel)
-            lines = [action_line(candidate, table) for candidate in candidates]
+            lines, features = self._encode_actions(state.name, candidates, table)
         except FeatureError as err:
             raise invalid("INVALID_FEATURE", str(err)) from None
+        features += sum(len(group.features) for group in request.context)
+        if features > self.limits.max_features:
+            raise invalid(
+                "TOO_MANY_FEATURES",
+                f"the request has {features} features; at most {self.limits.max_features} are allowed",
+                limit=str(self.limits.max_features),
+            )
         fingerprint = f"{zlib.crc32(shared.encode()):08x}{zlib.crc32(chr(10).join(lines).encode()):08x}"
 
         if request.event_id:
@@ -169,7 +187,7 @@ class DecisionPlane:
         event_id = request.event_id or uuid.uuid4().hex
 
         prediction = state.policy.predict(shared, lines)
-        ranking = rank(prediction.pmf, prediction.scores, rng_for(state.record.config.effective_seed, event_id))
+        ranking = rank(prediction.pmf, prediction.scores, draw_for(state.record.config.effective_seed, event_id))
         ranked_at = now_ms()
         decision = Decision(
             event_id=event_id,
@@ -199,13 +217,10 @@ class DecisionPlane:
         state.counters = pending.counters
         return _answer(decision)
 
-    def _eligible(self, request: RankInput) -> list[Candidate]:
+    def _eligible(self, request: RankInput) -> list[RankCandidate]:
         limits = self.limits
         if not request.candidates:
-            raise invalid(
-                "NO_CANDIDATES",
-                "the request has no actions; send the candidates in `actions`",
-            )
+            raise invalid("NO_CANDIDATES", "the request has no actions; send the candidates in `actions`")
         if len(request.candidates) > limits.max_actions:
             raise invalid(
                 "TOO_MANY_ACTIONS",
@@ -214,42 +229,35 @@ class DecisionPlane:
             )
         excluded = set(request.excluded_action_ids)
         seen: set[str] = set()
-        eligible: list[Candidate] = []
-        features = sum(len(g.features) for g in request.context)
+        eligible: list[RankCandidate] = []
         for candidate in request.candidates:
             _check_id("action id", candidate.id)
             if candidate.id in seen:
                 raise invalid("DUPLICATE_ACTION_ID", f"action id {candidate.id[:80]!r} appears more than once")
             seen.add(candidate.id)
-            features += sum(len(g.features) for g in candidate.features)
             if candidate.id not in excluded:
                 eligible.append(candidate)
-        if features > limits.max_features:
-            raise invalid(
-                "TOO_MANY_FEATURES",
-                f"the request has {features} features; at most {limits.max_features} are allowed",
-                limit=str(limits.max_features),
-            )
-        self._check_strings(request)
         if not eligible:
             raise invalid("ALL_ACTIONS_EXCLUDED", "every action is in excluded_action_ids; nothing is left to rank")
         return eligible
 
-    def _check_strings(self, request: RankInput) -> None:
-        limit = self.limits.max_string_bytes
-        groups = [*request.context, *(g for c in request.candidates for g in c.features)]
-        for group in groups:
-            if len(group.namespace) > 64:
-                raise invalid("NAMESPACE_TOO_LONG", f"namespace {group.namespace[:80]!r} is longer than 64 characters")
-            for name, value in group.features.items():
-                if len(name) > limit or (isinstance(value, str) and len(value) > limit):
-                    raise invalid(
-                        "FEATURE_TOO_LONG",
-                        f"feature {name[:80]!r} in namespace {group.namespace[:80]!r}: names and values "
-                        f"are limited to {limit} characters",
-                    )
-        if len(request.channel) > limit:
-            raise invalid("CHANNEL_TOO_LONG", f"channel is longer than {limit} characters")
+    def _encode_actions(
+        self, name: str, candidates: Sequence[RankCandidate], table: NamespaceTable
+    ) -> tuple[list[str], int]:
+        """Each candidate's VW line and the number of features, from the cache when the same action came before."""
+        cache = self._action_lines.setdefault(name, LRU(ACTION_LINE_CACHE))
+        lines: list[str] = []
+        features = 0
+        for candidate in candidates:
+            key = candidate.cache_key
+            encoded = cache.get(key) if key else None
+            if encoded is None:
+                encoded = (action_line(candidate, table), sum(len(g.features) for g in candidate.features))
+                if key:
+                    cache.put(key, encoded)
+            lines.append(encoded[0])
+            features += encoded[1]
+        return lines, features
 
     def reward(self, decision_point: str, event_id: str, value: float, reward_id: str = "") -> None:
         state = self._state(decision_point)
@@ -477,6 +485,7 @@ class DecisionPlane:
         self.store.write(lambda txn: self.store.delete_decision_point(txn, name))
         state.policy.close()
         del self.states[name]
+        self._action_lines.pop(name, None)
         shutil.rmtree(self.models_dir / name, ignore_errors=True)
         log.info("decision_point_deleted", decision_point=name)
 

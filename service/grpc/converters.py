@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from google.protobuf import duration_pb2
 
-from policies.features import Candidate, FeatureGroup, FeatureScalar
+from policies.features import FeatureGroup, FeatureScalar
 from policies.learner_options import ALL_PAIRS, Explorer, LearnerOptions
 from service._pb.kairos.v1 import admin_service_pb2 as admin_pb
 from service._pb.kairos.v1 import decision_service_pb2 as decision_pb
@@ -43,10 +43,25 @@ def feature_groups(groups: Iterable[types_pb.FeatureGroup]) -> tuple[FeatureGrou
     return tuple(result)
 
 
+class ProtoCandidate:
+    """A candidate whose features are converted only if the plane has not cached its encoding."""
+
+    __slots__ = ("_action", "cache_key", "id")
+
+    def __init__(self, action: types_pb.Action) -> None:
+        self._action = action
+        self.id = action.id
+        self.cache_key = action.SerializeToString()
+
+    @property
+    def features(self) -> tuple[FeatureGroup, ...]:
+        return feature_groups(self._action.features)
+
+
 def rank_input(request: decision_pb.RankRequest) -> RankInput:
     return RankInput(
         decision_point=request.decision_point,
-        candidates=[Candidate(action.id, feature_groups(action.features)) for action in request.actions],
+        candidates=[ProtoCandidate(action) for action in request.actions],
         context=feature_groups(request.context),
         event_id=request.event_id,
         subject_id=request.subject_id,

@@ -133,4 +133,3 @@ class AdminServicer(_Base, admin_grpc.AdminServiceServicer):
     @rpc("ResetModel")
     async def ResetModel(self, request: admin_pb.ResetModelRequest, context: Any) -> Any:
         return admin_pb.ResetModelResponse(model_version=self.plane.reset_model(request.name))
-

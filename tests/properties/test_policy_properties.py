@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from policies.features import Candidate, FeatureError, FeatureGroup, NamespaceTable, action_line, shared_line
 from policies.learner_options import Explorer, LearnerOptions
-from policies.ranking import rank, rng_for
+from policies.ranking import draw_for, rank
 from policies.vw import VWPolicy
 
 EXPLORERS = [
@@ -23,7 +23,7 @@ EXPLORERS = [
 ]
 hostile_text = st.one_of(
     st.text(max_size=40),
-    st.sampled_from(["|", ":", " ", "\n", "a b|c:d\ne", "shared", "|a x:1\n|b y", "\t", "\x00", "%0A", "x" * 2000]),
+    st.sampled_from(["|", ":", " ", "\n", "a b|c:d\ne", "shared", "|a x:1\n|b y", "\t", "\x00", "%0A", "x" * 1024]),
 )
 values = st.one_of(hostile_text, st.floats(min_value=-1e6, max_value=1e6, allow_nan=False), st.booleans())
 groups = st.lists(
@@ -58,7 +58,7 @@ def test_ranking_is_a_permutation_with_a_distribution(
         assert "\n" not in line and "\r" not in line
     prediction = policy.predict(shared, lines)
     assert len(prediction.pmf) == len(actions)  # hostile names never add or remove actions
-    ranking = rank(prediction.pmf, prediction.scores, rng_for(1, event_id))
+    ranking = rank(prediction.pmf, prediction.scores, draw_for(1, event_id))
     assert sorted(ranking.order) == list(range(len(actions)))
     assert all(math.isfinite(p) and p >= 0 for p in ranking.probabilities)
     assert math.isclose(math.fsum(ranking.probabilities), 1.0, abs_tol=1e-9)
@@ -80,13 +80,13 @@ def test_same_seed_same_answer_and_save_load_round_trip(explorer: Explorer) -> N
     for i in range(200):
         shared = shared_line([FeatureGroup("user", {"segment": f"s{i % 4}"})], table)
         prediction = policy.predict(shared, lines)
-        chosen = rank(prediction.pmf, prediction.scores, rng).order[0]
+        chosen = rank(prediction.pmf, prediction.scores, rng.random()).order[0]
         policy.learn(shared, lines, chosen, cost=-float(chosen == i % 4), probability=prediction.pmf[chosen])
     shared = shared_line([FeatureGroup("user", {"segment": "s1"})], table)
     loaded = VWPolicy(policy.args, model=policy.to_bytes())
     first, second = policy.predict(shared, lines), loaded.predict(shared, lines)
     assert first.pmf == pytest.approx(second.pmf, abs=1e-6)
-    assert rank(first.pmf, first.scores, rng_for(9, "e")) == rank(second.pmf, second.scores, rng_for(9, "e"))
+    assert rank(first.pmf, first.scores, draw_for(9, "e")) == rank(second.pmf, second.scores, draw_for(9, "e"))
 
 
 @SETTINGS
@@ -94,3 +94,14 @@ def test_same_seed_same_answer_and_save_load_round_trip(explorer: Explorer) -> N
 def test_non_finite_features_are_refused_before_vw(bad: float) -> None:
     with pytest.raises(FeatureError):
         shared_line([FeatureGroup("user", {"x": bad})], NamespaceTable())
+
+
+@pytest.mark.parametrize("where", ["name", "value", "channel", "namespace"])
+def test_overlong_strings_are_refused(where: str) -> None:
+    long = "x" * 1025
+    group = FeatureGroup(
+        long[:65] if where == "namespace" else "user",
+        {long if where == "name" else "f": long if where == "value" else "v"},
+    )
+    with pytest.raises(FeatureError):
+        shared_line([group], NamespaceTable(), channel=long if where == "channel" else "")
