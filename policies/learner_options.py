@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from policies.features import NamespaceTable
 
-ExplorerKind = Literal["epsilon_greedy", "square_cb", "reg_cb", "bag", "softmax"]
-EXPLORERS: tuple[ExplorerKind, ...] = ("epsilon_greedy", "square_cb", "reg_cb", "bag", "softmax")
+ExplorerKind = Literal["epsilon_greedy", "square_cb", "reg_cb", "bag", "cover", "softmax"]
+EXPLORERS: tuple[ExplorerKind, ...] = ("epsilon_greedy", "square_cb", "reg_cb", "bag", "cover", "softmax")
 
 # "*" means: every pair of namespaces VW sees (its dynamic "-q ::" wildcard).
 ALL_PAIRS = "*"
@@ -35,8 +35,10 @@ class Explorer:
     kind: ExplorerKind = "square_cb"
     epsilon: float = 0.2  # epsilon_greedy, bag
     gamma_scale: float = 10.0  # square_cb
-    optimistic: bool = False  # reg_cb
+    mellowness: float = 0.1  # reg_cb
     bag_size: int = 5  # bag
+    cover_size: int = 4  # cover
+    psi: float = 1.0  # cover
     softmax_lambda: float = 1.0  # softmax
 
     def validate(self) -> None:
@@ -44,7 +46,10 @@ class Explorer:
             raise OptionsError(f"explorer {self.kind!r} is unknown; choose one of {', '.join(EXPLORERS)}")
         _check_range("epsilon", self.epsilon, 0.0, 1.0)
         _check_range("gamma_scale", self.gamma_scale, 1e-3, 1e6)
+        _check_range("mellowness", self.mellowness, 1e-6, 10.0)
         _check_range("bag size", self.bag_size, 2, 16)
+        _check_range("cover size", self.cover_size, 2, 16)
+        _check_range("psi", self.psi, 1e-6, 100.0)
         _check_range("softmax lambda", self.softmax_lambda, 1e-3, 1e3)
 
     def vw_args(self) -> list[str]:
@@ -53,9 +58,11 @@ class Explorer:
         if self.kind == "square_cb":
             return ["--squarecb", "--gamma_scale", f"{self.gamma_scale:.6g}"]
         if self.kind == "reg_cb":
-            return ["--regcb"] + (["--regcbopt"] if self.optimistic else [])
+            return ["--regcb", "--mellowness", f"{self.mellowness:.6g}"]
         if self.kind == "bag":
             return ["--bag", str(self.bag_size), "--epsilon", f"{self.epsilon:.6g}"]
+        if self.kind == "cover":
+            return ["--cover", str(self.cover_size), "--psi", f"{self.psi:.6g}"]
         return ["--softmax", "--lambda", f"{self.softmax_lambda:.6g}"]
 
 
@@ -81,6 +88,21 @@ class LearnerOptions:
                 raise OptionsError(
                     f"interaction {spec!r} must be '*' or two or three namespace names joined by '*' (user*offer)"
                 )
+
+    def same_shape(self, other: LearnerOptions) -> bool:
+        """Whether a model trained with ``other`` can be loaded with these options.
+
+        The explorer kind, bag and cover sizes decide how many weight vectors VW keeps, bits their size,
+        interactions which features exist; VW also stores gamma_scale and mellowness in the model and
+        refuses to load it with others. Step sizes, epsilon, psi and softmax lambda can change (measured
+        with VW 9.11).
+        """
+
+        def shape(options: LearnerOptions) -> tuple[object, ...]:
+            e = options.explorer
+            return (e.kind, e.bag_size, e.cover_size, e.gamma_scale, e.mellowness, options.interactions, options.bits)
+
+        return shape(self) == shape(other)
 
     def vw_args(self, table: NamespaceTable) -> list[str]:
         """The VW command line. Interactions map namespace names to their indices in ``table``."""

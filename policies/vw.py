@@ -72,6 +72,8 @@ class VWPolicy:
         pmf = self._vw.predict(examples)
         if len(pmf) != len(actions):
             raise PolicyError(f"VW returned {len(pmf)} probabilities for {len(actions)} actions")
+        if not math.isclose(math.fsum(pmf), 1.0, abs_tol=1e-3):
+            raise PolicyError(f"VW returned probabilities summing to {math.fsum(pmf):.4f}, not 1")
         scores = tuple(example.get_partial_prediction() for example in examples[1:])
         return Prediction(pmf=tuple(pmf), scores=scores)
 

@@ -440,14 +440,18 @@ class DecisionPlane:
         return [self.states[name].record for name in sorted(self.states)]
 
     def update_decision_point(self, config: DecisionPointConfig, reset_model: bool = False) -> DecisionPointRecord:
+        """Change a decision point. Learner changes that keep the model's shape (epsilon, gamma_scale,
+        learning rate, ...) carry the model over; shape changes (explorer kind, interactions, bits, bag size)
+        need ``reset_model``."""
         state = self._state(config.name)
         validate_config(config)
         old = state.record.config
-        learner_changed = config.learner != old.learner
-        if learner_changed and not reset_model:
+        reshaped = not config.learner.same_shape(old.learner)
+        if reshaped and not reset_model:
             raise failed_precondition(
                 "LEARNER_CHANGE_NEEDS_RESET",
-                "changing learner options changes the model's shape; set reset_model to start a fresh model",
+                "this change of learner options (explorer kind, interactions, bits or bag size) changes the "
+                "model's shape; set reset_model to start a fresh model",
             )
         record = DecisionPointRecord(
             config=config,
@@ -455,8 +459,16 @@ class DecisionPlane:
             generation=state.record.generation,
             base_seq=state.record.base_seq,
         )
-        if learner_changed or reset_model:
+        if reshaped or reset_model:
             self._start_generation(state, record)
+        elif config.learner != old.learner:
+            # Same shape: the learned weights carry over to a workspace with the new options. A checkpoint
+            # right away keeps replay exact: later entries replay under the new options, as they are learned.
+            policy = self._new_policy(record, state.policy.to_bytes())
+            self.store.write(lambda txn: self.store.put_decision_point(txn, record))
+            state.policy.close()
+            state.record, state.policy = record, policy
+            models.checkpoint(self.store, self.models_dir, state)
         else:
             self.store.write(lambda txn: self.store.put_decision_point(txn, record))
             state.record = record

@@ -88,9 +88,13 @@ def explorer(exploration: types_pb.Exploration) -> Explorer:
     if kind == "square_cb":
         return Explorer(kind="square_cb", gamma_scale=exploration.square_cb.gamma_scale or default.gamma_scale)
     if kind == "reg_cb":
-        return Explorer(kind="reg_cb", optimistic=exploration.reg_cb.optimistic)
+        return Explorer(kind="reg_cb", mellowness=exploration.reg_cb.mellowness or default.mellowness)
     if kind == "bag":
-        return Explorer(kind="bag", bag_size=exploration.bag.size or 5, epsilon=exploration.bag.epsilon)
+        return Explorer(kind="bag", bag_size=exploration.bag.size or default.bag_size, epsilon=exploration.bag.epsilon)
+    if kind == "cover":
+        return Explorer(
+            kind="cover", cover_size=exploration.cover.size or default.cover_size, psi=exploration.cover.psi or 1.0
+        )
     if kind == "softmax":
         return Explorer(kind="softmax", softmax_lambda=exploration.softmax.__getattribute__("lambda") or 1.0)
     return default
@@ -166,7 +170,9 @@ def exploration_pb(explorer: Explorer) -> types_pb.Exploration:
     if explorer.kind == "square_cb":
         return types_pb.Exploration(square_cb=types_pb.SquareCb(gamma_scale=explorer.gamma_scale))
     if explorer.kind == "reg_cb":
-        return types_pb.Exploration(reg_cb=types_pb.RegCb(optimistic=explorer.optimistic))
+        return types_pb.Exploration(reg_cb=types_pb.RegCb(mellowness=explorer.mellowness))
+    if explorer.kind == "cover":
+        return types_pb.Exploration(cover=types_pb.Cover(size=explorer.cover_size, psi=explorer.psi))
     if explorer.kind == "bag":
         return types_pb.Exploration(bag=types_pb.Bag(size=explorer.bag_size, epsilon=explorer.epsilon))
     softmax = types_pb.Softmax()

@@ -50,7 +50,24 @@ def test_invalid_decision_points_are_refused(server: RunningServer, dp: tpb.Deci
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_update_learner_options_needs_reset(server: RunningServer) -> None:
+def test_same_shape_learner_change_keeps_the_model(server: RunningServer) -> None:
+    for _ in range(10):
+        event = server.decisions.Rank(rank_request(4)).event_id
+        server.decisions.Reward(dpb.RewardRequest(decision_point="demo", event_id=event, value=1.0))
+    slower = tpb.LearningOptions(learning_rate=0.1)
+    updated = server.admin.UpdateDecisionPoint(
+        apb.UpdateDecisionPointRequest(decision_point=tpb.DecisionPoint(name="demo", learning=slower))
+    )
+    assert updated.learning.learning_rate == pytest.approx(0.1) and updated.model_generation == 1
+    assert server.decisions.Rank(rank_request(4)).model_version == "1.10"  # what it learned is kept
+    # VW keeps gamma_scale inside the model: changing it is a change of shape.
+    stronger = tpb.DecisionPoint(name="demo", exploration=tpb.Exploration(square_cb=tpb.SquareCb(gamma_scale=50)))
+    with pytest.raises(grpc.RpcError) as caught:
+        server.admin.UpdateDecisionPoint(apb.UpdateDecisionPointRequest(decision_point=stronger))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_update_learner_shape_needs_reset(server: RunningServer) -> None:
     change = tpb.DecisionPoint(name="demo", exploration=tpb.Exploration(epsilon_greedy=tpb.EpsilonGreedy(epsilon=0.3)))
     with pytest.raises(grpc.RpcError) as caught:
         server.admin.UpdateDecisionPoint(apb.UpdateDecisionPointRequest(decision_point=change))

@@ -19,6 +19,7 @@ EXPLORERS = [
     Explorer(kind="epsilon_greedy", epsilon=0.1),
     Explorer(kind="reg_cb"),
     Explorer(kind="bag", bag_size=3),
+    Explorer(kind="cover", cover_size=3),
     Explorer(kind="softmax"),
 ]
 hostile_text = st.one_of(
@@ -105,3 +106,23 @@ def test_overlong_strings_are_refused(where: str) -> None:
     )
     with pytest.raises(FeatureError):
         shared_line([group], NamespaceTable(), channel=long if where == "channel" else "")
+
+
+@pytest.mark.parametrize("explorer", EXPLORERS, ids=lambda e: e.kind)
+def test_same_shape_changes_load_the_old_model(explorer: Explorer) -> None:
+    from dataclasses import replace
+
+    table = NamespaceTable()
+    before = LearnerOptions(explorer=explorer, bits=16)
+    after = replace(
+        before,
+        learning_rate=0.05,
+        power_t=0.0,
+        explorer=replace(explorer, epsilon=0.33, psi=0.5, softmax_lambda=3.0),
+    )
+    assert after.same_shape(before)
+    policy = VWPolicy(before.vw_args(table))
+    lines = [action_line(Candidate(f"a{k}"), table) for k in range(3)]
+    policy.learn(shared_line([], table), lines, 1, cost=-1.0, probability=0.5)
+    reloaded = VWPolicy(after.vw_args(table), model=policy.to_bytes())
+    assert math.isclose(sum(reloaded.predict(shared_line([], table), lines).pmf), 1.0, abs_tol=1e-3)

@@ -290,6 +290,7 @@ class Exploration(_message.Message):
     REG_CB_FIELD_NUMBER: _builtins.int
     BAG_FIELD_NUMBER: _builtins.int
     SOFTMAX_FIELD_NUMBER: _builtins.int
+    COVER_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def epsilon_greedy(self) -> Global___EpsilonGreedy: ...
     @_builtins.property
@@ -300,6 +301,8 @@ class Exploration(_message.Message):
     def bag(self) -> Global___Bag: ...
     @_builtins.property
     def softmax(self) -> Global___Softmax: ...
+    @_builtins.property
+    def cover(self) -> Global___Cover: ...
     def __init__(
         self,
         *,
@@ -308,12 +311,13 @@ class Exploration(_message.Message):
         reg_cb: Global___RegCb | None = ...,
         bag: Global___Bag | None = ...,
         softmax: Global___Softmax | None = ...,
+        cover: Global___Cover | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["bag", b"bag", "epsilon_greedy", b"epsilon_greedy", "policy", b"policy", "reg_cb", b"reg_cb", "softmax", b"softmax", "square_cb", b"square_cb"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bag", b"bag", "cover", b"cover", "epsilon_greedy", b"epsilon_greedy", "policy", b"policy", "reg_cb", b"reg_cb", "softmax", b"softmax", "square_cb", b"square_cb"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bag", b"bag", "epsilon_greedy", b"epsilon_greedy", "policy", b"policy", "reg_cb", b"reg_cb", "softmax", b"softmax", "square_cb", b"square_cb"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bag", b"bag", "cover", b"cover", "epsilon_greedy", b"epsilon_greedy", "policy", b"policy", "reg_cb", b"reg_cb", "softmax", b"softmax", "square_cb", b"square_cb"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_policy: _TypeAlias = _typing.Literal["epsilon_greedy", "square_cb", "reg_cb", "bag", "softmax"]  # noqa: Y015
+    _WhichOneofReturnType_policy: _TypeAlias = _typing.Literal["epsilon_greedy", "square_cb", "reg_cb", "bag", "softmax", "cover"]  # noqa: Y015
     _WhichOneofArgType_policy: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_policy) -> _WhichOneofReturnType_policy | None: ...
 
@@ -361,19 +365,21 @@ Global___SquareCb: _TypeAlias = SquareCb  # noqa: Y015
 
 @_typing.final
 class RegCb(_message.Message):
+    """RegCB-elimination. (VW's optimistic variant returns no distribution, so it is not offered.)"""
+
     DESCRIPTOR: _descriptor.Descriptor
 
-    OPTIMISTIC_FIELD_NUMBER: _builtins.int
-    optimistic: _builtins.bool
-    """Use the optimistic variant of RegCB."""
+    MELLOWNESS_FIELD_NUMBER: _builtins.int
+    mellowness: _builtins.float
+    """Width of the confidence set (--mellowness); 0 means 0.1."""
     def __init__(
         self,
         *,
-        optimistic: _builtins.bool = ...,
+        mellowness: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["optimistic", b"optimistic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mellowness", b"mellowness"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -402,6 +408,30 @@ class Bag(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Bag: _TypeAlias = Bag  # noqa: Y015
+
+@_typing.final
+class Cover(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIZE_FIELD_NUMBER: _builtins.int
+    PSI_FIELD_NUMBER: _builtins.int
+    size: _builtins.int
+    """Number of covering policies, 2..16; 0 means 4."""
+    psi: _builtins.float
+    """Exploration strength (--psi); 0 means 1."""
+    def __init__(
+        self,
+        *,
+        size: _builtins.int = ...,
+        psi: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["psi", b"psi", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Cover: _TypeAlias = Cover  # noqa: Y015
 
 @_typing.final
 class Softmax(_message.Message):
