@@ -93,14 +93,15 @@ class LearnerOptions:
         """Whether a model trained with ``other`` can be loaded with these options.
 
         The explorer kind, bag and cover sizes decide how many weight vectors VW keeps, bits their size,
-        interactions which features exist; VW also stores gamma_scale and mellowness in the model and
-        refuses to load it with others. Step sizes, epsilon, psi and softmax lambda can change (measured
-        with VW 9.11).
+        interactions which features exist; VW also stores gamma_scale, mellowness and psi in the model
+        and refuses to load it with others. Step sizes, epsilon and softmax lambda can change (measured
+        with VW 9.11; tests/properties checks it for every explorer).
         """
 
         def shape(options: LearnerOptions) -> tuple[object, ...]:
             e = options.explorer
-            return (e.kind, e.bag_size, e.cover_size, e.gamma_scale, e.mellowness, options.interactions, options.bits)
+            sizes = (e.bag_size, e.cover_size, e.gamma_scale, e.mellowness, e.psi)
+            return (e.kind, *sizes, options.interactions, options.bits)
 
         return shape(self) == shape(other)
 

@@ -450,7 +450,7 @@ class DecisionPlane:
         if reshaped and not reset_model:
             raise failed_precondition(
                 "LEARNER_CHANGE_NEEDS_RESET",
-                "this change of learner options (explorer kind, interactions, bits or bag size) changes the "
+                "this change of learner options (explorer kind or size, gamma_scale, mellowness, psi, interactions, bits) changes the "
                 "model's shape; set reset_model to start a fresh model",
             )
         record = DecisionPointRecord(

@@ -118,7 +118,7 @@ def test_same_shape_changes_load_the_old_model(explorer: Explorer) -> None:
         before,
         learning_rate=0.05,
         power_t=0.0,
-        explorer=replace(explorer, epsilon=0.33, psi=0.5, softmax_lambda=3.0),
+        explorer=replace(explorer, epsilon=0.33, softmax_lambda=3.0),
     )
     assert after.same_shape(before)
     policy = VWPolicy(before.vw_args(table))
