@@ -442,7 +442,7 @@ class DecisionPlane:
     def update_decision_point(self, config: DecisionPointConfig, reset_model: bool = False) -> DecisionPointRecord:
         """Change a decision point. Learner changes that keep the model's shape (epsilon, gamma_scale,
         learning rate, ...) carry the model over; shape changes (explorer kind, interactions, bits, bag size)
-        need ``reset_model``."""
+        need ``reset_model`` (see LearnerOptions.same_shape)."""
         state = self._state(config.name)
         validate_config(config)
         old = state.record.config
@@ -450,8 +450,8 @@ class DecisionPlane:
         if reshaped and not reset_model:
             raise failed_precondition(
                 "LEARNER_CHANGE_NEEDS_RESET",
-                "this change of learner options (explorer kind or size, gamma_scale, mellowness, psi, interactions, bits) changes the "
-                "model's shape; set reset_model to start a fresh model",
+                "this change of learner options (explorer kind or size, gamma_scale, mellowness, psi, "
+                "interactions, bits) changes the model's shape; set reset_model to start a fresh model",
             )
         record = DecisionPointRecord(
             config=config,
