@@ -111,6 +111,7 @@ class Decision:
     state: str = OPEN
     reward: float | None = None
     reward_ids: list[str] = field(default_factory=list)
+    subject_id: str = ""
 
     @property
     def chosen(self) -> int:
@@ -138,6 +139,7 @@ class Decision:
                 self.state,
                 self.reward,
                 self.reward_ids,
+                self.subject_id,
             ],
             separators=(",", ":"),
             ensure_ascii=False,

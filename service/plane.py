@@ -201,6 +201,7 @@ class DecisionPlane:
             model_version=state.model_version,
             fingerprint=fingerprint,
             deferred=request.defer_activation,
+            subject_id=request.subject_id,
         )
         pending = _Pending(dict(state.counters))
         pending.counters["ranks"] += 1

@@ -1,0 +1,85 @@
+"""The decision plane without a transport: real LMDB and VW in a temp directory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from policies.features import Candidate, FeatureGroup
+from service.domain import Decision, DecisionPointConfig
+from service.errors import Code, KairosError
+from service.learning.models import now_ms
+from service.plane import DecisionPlane, RankInput
+from service.store.lmdb_store import Store
+
+
+def offers(n: int) -> list[Candidate]:
+    return [Candidate(f"o{k}", (FeatureGroup("offer", {"kind": f"k{k}"}),)) for k in range(n)]
+
+
+def open_plane(path: Path) -> DecisionPlane:
+    plane = DecisionPlane(Store(path / "lmdb"), path / "models")
+    plane.load_all()
+    return plane
+
+
+@pytest.fixture
+def plane(tmp_path: Path) -> Iterator[DecisionPlane]:
+    opened = open_plane(tmp_path)
+    opened.create_decision_point(DecisionPointConfig(name="dp", reward_wait_ms=100))
+    yield opened
+    opened.close()
+    opened.store.close()
+
+
+def test_decision_codec_round_trip() -> None:
+    decision = Decision("é\n|", 1, 2, "shared |", ["a"], ["|! a"], [0], [1.0], "1.0", "ff", subject_id="s")
+    assert Decision.decode(decision.encode()) == decision
+
+
+def test_namespaces_survive_restart(plane: DecisionPlane, tmp_path: Path) -> None:
+    context = (FeatureGroup("session", {"x": 1.0}), FeatureGroup("situation", {"y": 1.0}))
+    plane.rank(RankInput("dp", offers(3), context))
+    indices = dict(plane.states["dp"].record.namespaces.indices)
+    assert len(set(indices.values())) == 3  # offer, session, situation
+    plane.close()
+    plane.store.close()
+    reopened = open_plane(tmp_path)
+    assert reopened.states["dp"].record.namespaces.indices == indices
+
+
+def test_window_close_and_retention(plane: DecisionPlane) -> None:
+    event = plane.rank(RankInput("dp", offers(3))).event_id
+    assert plane.close_windows(now_ms() + 1_000) == 1
+    assert plane.learn_pending(10) == 1
+    stats = plane.stats("dp")
+    assert (stats.learned, stats.counters["default_rewards"], stats.counters["open_events"]) == (1, 1, 0)
+    assert plane.purge_before(now_ms() + 1, limit=100) == 1
+    with pytest.raises(KairosError) as caught:
+        plane.reward("dp", event, 1.0)
+    assert caught.value.code == Code.NOT_FOUND
+
+
+def test_open_events_are_not_purged(tmp_path: Path) -> None:
+    plane = open_plane(tmp_path)
+    plane.create_decision_point(DecisionPointConfig(name="slow"))
+    event = plane.rank(RankInput("slow", offers(2))).event_id
+    assert plane.purge_before(now_ms() + 1, limit=100) == 0
+    plane.reward("slow", event, 1.0)  # still there
+
+
+def test_checkpoint_prunes_the_journal(plane: DecisionPlane) -> None:
+    for _ in range(5):
+        event = plane.rank(RankInput("dp", offers(3))).event_id
+        plane.reward("dp", event, 1.0)
+        plane.learn_pending(10)
+        plane.checkpoint_all()
+    state = plane.states["dp"]
+    with plane.store.read() as txn:
+        kept = [entry.seq for entry in plane.store.journal_after(txn, "dp", 0)]
+        checkpoints = plane.store.checkpoints(txn, "dp", state.record.generation)
+    assert len(checkpoints) == 3
+    assert kept == [4, 5]  # entries up to the oldest kept checkpoint (seq 3) are gone
+    assert len(list((plane.models_dir / "dp").glob("*.vw"))) == 3
