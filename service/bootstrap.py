@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from pathlib import Path
 
@@ -61,6 +62,10 @@ async def serve(settings: Settings, declared: list[DecisionPointConfig]) -> None
     apply_declared(plane, declared, settings.demo)
     loop = LearningLoop(plane, settings)
     loop.start()
+    # Everything loaded so far lives as long as the process: keep it out of the garbage collector's
+    # full passes, which otherwise stall the event loop for 10-25 ms under load.
+    gc.collect()
+    gc.freeze()
 
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -73,11 +73,11 @@ def rank_input(request: decision_pb.RankRequest) -> RankInput:
 
 
 def rank_response(output: RankOutput) -> decision_pb.RankResponse:
-    return decision_pb.RankResponse(
-        event_id=output.event_id,
-        ranking=[decision_pb.RankedAction(action_id=a, probability=p) for a, p in output.ranking],
-        model_version=output.model_version,
-    )
+    response = decision_pb.RankResponse(event_id=output.event_id, model_version=output.model_version)
+    add = response.ranking.add
+    for action_id, probability in output.ranking:
+        add(action_id=action_id, probability=probability)
+    return response
 
 
 def explorer(exploration: types_pb.Exploration) -> Explorer:

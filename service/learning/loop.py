@@ -73,7 +73,8 @@ class LearningLoop:
         while True:
             await asyncio.sleep(self.settings.sync_interval_s)
             if not self.settings.sync_commits:
-                self.plane.store.sync()
+                # fdatasync takes milliseconds; py-lmdb releases the GIL for it, so a thread keeps it off the loop.
+                await asyncio.to_thread(self.plane.store.sync)
             if time.monotonic() - last_purge > 60:
                 last_purge = time.monotonic()
                 cutoff = now_ms() - int(self.settings.retention_days * 86_400_000)
