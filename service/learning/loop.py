@@ -8,6 +8,7 @@ no locks.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 
 import structlog
@@ -27,6 +28,8 @@ class LearningLoop:
         self.settings = settings
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # One thread for LMDB flushes; stop() waits for it so the store is never closed under a flush.
+        self._flusher = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmdb-flush")
         plane.on_learnable = self._wake.set
 
     def start(self) -> None:
@@ -38,6 +41,7 @@ class LearningLoop:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        self._flusher.shutdown(wait=True)
 
     async def _guard(self, job) -> None:  # type: ignore[no-untyped-def]
         # A failing background job must not die silently: log and restart it.
@@ -74,7 +78,7 @@ class LearningLoop:
             await asyncio.sleep(self.settings.sync_interval_s)
             if not self.settings.sync_commits:
                 # fdatasync takes milliseconds; py-lmdb releases the GIL for it, so a thread keeps it off the loop.
-                await asyncio.to_thread(self.plane.store.sync)
+                await asyncio.get_running_loop().run_in_executor(self._flusher, self.plane.store.sync)
             if time.monotonic() - last_purge > 60:
                 last_purge = time.monotonic()
                 cutoff = now_ms() - int(self.settings.retention_days * 86_400_000)

@@ -97,7 +97,8 @@ def load(store: Store, models_dir: Path, record: DecisionPointRecord) -> ModelSt
         policy=policy,
         counters=counters,
         applied_seq=start.seq if start else record.base_seq,
-        next_seq=max(last_seq, record.base_seq) + 1,
+        # The journal may be pruned empty up to the newest checkpoint: numbering continues after both.
+        next_seq=max(last_seq, record.base_seq, *(meta.seq for meta in metas)) + 1,
         learned=start.learned if start else 0,
         reward_sum=start.reward_sum if start else 0.0,
         checkpoint_seq=start.seq if start else record.base_seq,
