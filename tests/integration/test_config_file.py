@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from service._pb.kairos.v1 import admin_service_pb2 as apb
@@ -20,10 +21,10 @@ interactions = ["user*offer"]
 """
 
 
-def test_declared_decision_points(tmp_path: Path) -> None:
+def test_declared_decision_points(make_server: Callable[..., RunningServer], tmp_path: Path) -> None:
     config = tmp_path / "kairos.toml"
     config.write_text(CONFIG.format(default=0.0))
-    server = RunningServer(tmp_path / "data", ["--config", str(config), "--no-demo"]).start()
+    server = make_server("--config", str(config), "--no-demo").start()
     names = [dp.name for dp in server.admin.ListDecisionPoints(apb.ListDecisionPointsRequest()).decision_points]
     assert names == ["homepage"]
     homepage = server.admin.GetDecisionPoint(apb.GetDecisionPointRequest(name="homepage"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from service._pb.kairos.v1 import admin_service_pb2 as apb
@@ -36,8 +37,8 @@ def export(server: RunningServer) -> apb.ExportModelResponse:
     return server.admin.ExportModel(apb.ExportModelRequest(name="demo"))
 
 
-def test_kill9_keeps_decisions_rewards_and_learning(tmp_path: Path) -> None:
-    server = RunningServer(tmp_path / "data", ["--checkpoint-interval-s", "0.3"]).start()
+def test_kill9_keeps_decisions_rewards_and_learning(make_server: Callable[..., RunningServer]) -> None:
+    server = make_server("--checkpoint-interval-s", "0.3").start()
     answers, rewarded = traffic(server, 40, 0)
     wait_learned(server, 20)
     time.sleep(1.0)  # let a checkpoint happen, then learn more after it
@@ -63,8 +64,8 @@ def test_kill9_keeps_decisions_rewards_and_learning(tmp_path: Path) -> None:
     assert server.stop() == 0
 
 
-def test_corrupt_checkpoint_falls_back_and_replays(tmp_path: Path) -> None:
-    server = RunningServer(tmp_path / "data", ["--checkpoint-interval-s", "0.2"]).start()
+def test_corrupt_checkpoint_falls_back_and_replays(make_server: Callable[..., RunningServer], tmp_path: Path) -> None:
+    server = make_server("--checkpoint-interval-s", "0.2").start()
     traffic(server, 20, 0)
     wait_learned(server, 10)
     time.sleep(0.6)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -14,9 +14,9 @@ from tests.server import RunningServer
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_signals_stop_cleanly_and_keep_everything(tmp_path: Path, signum: int) -> None:
+def test_signals_stop_cleanly_and_keep_everything(make_server: Callable[..., RunningServer], signum: int) -> None:
     # A tiny flush interval makes a stop during an LMDB flush likely.
-    server = RunningServer(tmp_path / "data", ["--sync-interval-s", "0.002"])
+    server = make_server("--sync-interval-s", "0.002")
     for _round in range(4):
         server.start()
         for _ in range(10):
