@@ -101,7 +101,10 @@ class Decision:
     deadline_ms: int
     shared: str  # VW shared line
     action_ids: list[str]
-    action_lines: list[str]  # VW action lines, in candidate order
+    # VW action lines are stored once per day in the store's line table (they repeat across events);
+    # the decision keeps their keys, in candidate order, and the day they were stored under.
+    line_day: int
+    line_keys: list[str]
     order: list[int]  # ranking, as indices into action_ids
     probabilities: list[float]  # per candidate, in candidate order
     model_version: str
@@ -129,7 +132,8 @@ class Decision:
                 self.deadline_ms,
                 self.shared,
                 self.action_ids,
-                self.action_lines,
+                self.line_day,
+                self.line_keys,
                 self.order,
                 self.probabilities,
                 self.model_version,

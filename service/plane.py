@@ -11,6 +11,7 @@ in-memory state changes only after the commit succeeds.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import shutil
 import uuid
@@ -41,7 +42,7 @@ from service.domain import (
 from service.errors import Code, KairosError, failed_precondition, invalid, not_found
 from service.learning import models
 from service.learning.models import ModelState, now_ms
-from service.store.lmdb_store import JournalEntry, Store
+from service.store.lmdb_store import DAY_MS, JournalEntry, Store
 
 log = structlog.get_logger(__name__)
 MAX_REWARD_IDS = 1000
@@ -137,7 +138,7 @@ class DecisionPlane:
         self.models_dir = models_dir
         self.limits = limits or Limits()
         self.states: dict[str, ModelState] = {}
-        self._action_lines: dict[str, LRU[bytes, tuple[str, int]]] = {}
+        self._action_lines: dict[str, LRU[bytes, tuple[str, int, str]]] = {}
         # Called after a commit made events learnable; the learning loop sets it.
         self.on_learnable: Callable[[], None] = lambda: None
 
@@ -165,7 +166,7 @@ class DecisionPlane:
         known_namespaces = len(table.indices)
         try:
             shared = shared_line(request.context, table, request.channel)
-            lines, features = self._encode_actions(state.name, candidates, table)
+            lines, keys, features = self._encode_actions(state.name, candidates, table)
         except FeatureError as err:
             raise invalid("INVALID_FEATURE", str(err)) from None
         features += sum(len(group.features) for group in request.context)
@@ -189,13 +190,16 @@ class DecisionPlane:
         prediction = state.policy.predict(shared, lines)
         ranking = rank(prediction.pmf, prediction.scores, draw_for(state.record.config.effective_seed, event_id))
         ranked_at = now_ms()
+        line_day = ranked_at // DAY_MS
+        new_lines = self.store.new_lines(line_day, keys, lines)
         decision = Decision(
             event_id=event_id,
             ranked_at_ms=ranked_at,
             deadline_ms=ranked_at + state.record.config.reward_wait_ms,
             shared=shared,
             action_ids=[c.id for c in candidates],
-            action_lines=lines,
+            line_day=line_day,
+            line_keys=keys,
             order=list(ranking.order),
             probabilities=list(ranking.probabilities),
             model_version=state.model_version,
@@ -209,12 +213,14 @@ class DecisionPlane:
         namespaces_grew = len(table.indices) != known_namespaces
 
         def commit(txn) -> None:  # type: ignore[no-untyped-def]
+            self.store.put_lines(txn, new_lines)
             self.store.add_new_decision(txn, state.name, decision)
             self.store.put_counters(txn, state.name, pending.counters)
             if namespaces_grew:
                 self.store.put_decision_point(txn, state.record)
 
         self.store.write(commit)
+        self.store.remember_lines(new_lines)
         state.counters = pending.counters
         return _answer(decision)
 
@@ -244,21 +250,26 @@ class DecisionPlane:
 
     def _encode_actions(
         self, name: str, candidates: Sequence[RankCandidate], table: NamespaceTable
-    ) -> tuple[list[str], int]:
-        """Each candidate's VW line and the number of features, from the cache when the same action came before."""
+    ) -> tuple[list[str], list[str], int]:
+        """Each candidate's VW line and line key, and the number of features; from the cache when the
+        same action came before."""
         cache = self._action_lines.setdefault(name, LRU(ACTION_LINE_CACHE))
         lines: list[str] = []
+        keys: list[str] = []
         features = 0
         for candidate in candidates:
-            key = candidate.cache_key
-            encoded = cache.get(key) if key else None
+            cache_key = candidate.cache_key
+            encoded = cache.get(cache_key) if cache_key else None
             if encoded is None:
-                encoded = (action_line(candidate, table), sum(len(g.features) for g in candidate.features))
-                if key:
-                    cache.put(key, encoded)
+                line = action_line(candidate, table)
+                line_key = hashlib.blake2b(line.encode(), digest_size=8).hexdigest()
+                encoded = (line, sum(len(g.features) for g in candidate.features), line_key)
+                if cache_key:
+                    cache.put(cache_key, encoded)
             lines.append(encoded[0])
             features += encoded[1]
-        return lines, features
+            keys.append(encoded[2])
+        return lines, keys, features
 
     def reward(self, decision_point: str, event_id: str, value: float, reward_id: str = "") -> None:
         state = self._state(decision_point)
@@ -554,6 +565,8 @@ class DecisionPlane:
         def commit(txn) -> None:  # type: ignore[no-untyped-def]
             for key, dp, event in gone:
                 self.store.forget_decision(txn, key, dp, event)
+            # Lines of days that retention has passed; a day's margin for windows open across midnight.
+            self.store.drop_lines_before(txn, cutoff_ms // DAY_MS - 1)
 
         if gone:
             self.store.write(commit)

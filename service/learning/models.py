@@ -130,12 +130,17 @@ def learn(store: Store, state: ModelState, entry: JournalEntry) -> None:
         return  # already in the model (replayed)
     with store.read() as txn:
         decision = store.get_decision(txn, state.name, entry.event_id)
+        try:
+            lines = store.lines_of(txn, decision) if decision is not None else []
+        except KeyError:
+            decision = None
     if decision is None:
+        # Only retention removes events and lines, long after they were learned; skip, never stall.
         log.warning("learn_skipped_missing_event", decision_point=state.name, event_id=entry.event_id)
     else:
         state.policy.learn(
             decision.shared,
-            decision.action_lines,
+            lines,
             decision.chosen,
             cost=-entry.reward,
             probability=decision.chosen_probability,

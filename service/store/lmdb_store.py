@@ -9,6 +9,8 @@ by number):
 - ``events``: ``dp + event_id`` -> Decision JSON
 - ``due``: ``deadline + dp + event_id`` -> "" (reward windows still open, by deadline)
 - ``by_time``: ``ranked_at + dp + event_id`` -> "" (for retention)
+- ``lines``: ``day + line key`` -> a VW action line; stored once per day and shared by every
+  decision of that day that offered the same action, dropped with the day by retention
 - ``journal``: ``dp + seq`` -> what to learn, in learning order
 - ``counters``: ``dp`` -> counters JSON
 - ``checkpoints``: ``dp + generation + seq`` -> checkpoint metadata JSON
@@ -29,11 +31,14 @@ from typing import Any, TypeVar
 
 import lmdb
 
+from policies.lru import LRU
 from service.domain import Decision, DecisionPointRecord
 
 FORMAT_VERSION = 1
 _U64 = struct.Struct(">Q")
-_DBS = ("meta", "decision_points", "events", "due", "by_time", "journal", "counters", "checkpoints")
+_DBS = ("meta", "decision_points", "events", "due", "by_time", "lines", "journal", "counters", "checkpoints")
+_U32 = struct.Struct(">I")
+DAY_MS = 86_400_000
 T = TypeVar("T")
 # py-lmdb types keys and values as bytes | memoryview; every transaction here is
 # opened with buffers=False, so they are bytes.
@@ -89,6 +94,8 @@ class Store:
             max_readers=256,
         )
         self.stale_readers_cleared = self.env.reader_check()
+        # Line keys known to be in the line table, so a Rank writes only lines new to the day.
+        self._stored_lines: LRU[bytes, bool] = LRU(200_000)
         self.db = {name: self.env.open_db(name.encode()) for name in _DBS}
         self._check_format()
 
@@ -203,6 +210,47 @@ class Store:
     def forget_decision(self, txn: Txn, time_key: bytes, dp: str, event_id: str) -> None:
         txn.delete(_dp(dp) + event_id.encode(), db=self.db["events"])
         txn.delete(time_key, db=self.db["by_time"])
+
+    # -- action lines -------------------------------------------------------
+
+    def new_lines(self, day: int, keys: list[str], lines: list[str]) -> list[tuple[bytes, str]]:
+        """The (table key, line) pairs not yet known to be stored under ``day``."""
+        prefix = _U32.pack(day)
+        found = []
+        for key, line in zip(keys, lines, strict=True):
+            table_key = prefix + bytes.fromhex(key)
+            if self._stored_lines.get(table_key) is None:
+                found.append((table_key, line))
+        return found
+
+    def put_lines(self, txn: Txn, lines: list[tuple[bytes, str]]) -> None:
+        for table_key, line in lines:
+            txn.put(table_key, line.encode(), db=self.db["lines"], overwrite=False)
+
+    def remember_lines(self, lines: list[tuple[bytes, str]]) -> None:
+        """Call after the transaction that stored ``lines`` committed."""
+        for table_key, _ in lines:
+            self._stored_lines.put(table_key, True)
+
+    def lines_of(self, txn: Txn, decision: Decision) -> list[str]:
+        prefix = _U32.pack(decision.line_day)
+        db = self.db["lines"]
+        found = [txn.get(prefix + bytes.fromhex(key), db=db) for key in decision.line_keys]
+        if any(line is None for line in found):
+            raise KeyError(f"action lines of event {decision.event_id!r} are missing")
+        return [line.decode() for line in found]
+
+    def drop_lines_before(self, txn: Txn, day: int) -> int:
+        removed = 0
+        with txn.cursor(db=self.db["lines"]) as cursor:
+            if not cursor.first():
+                return 0
+            while cursor.key() and _U32.unpack(cursor.key()[:4])[0] < day:
+                removed += 1
+                if not cursor.delete():
+                    break
+        self._stored_lines.clear()
+        return removed
 
     # -- learning journal ---------------------------------------------------
 

@@ -35,7 +35,7 @@ def plane(tmp_path: Path) -> Iterator[DecisionPlane]:
 
 
 def test_decision_codec_round_trip() -> None:
-    decision = Decision("é\n|", 1, 2, "shared |", ["a"], ["|! a"], [0], [1.0], "1.0", "ff", subject_id="s")
+    decision = Decision("é\n|", 1, 2, "shared |", ["a"], 20411, ["00ff"], [0], [1.0], "1.0", "ff", subject_id="s")
     assert Decision.decode(decision.encode()) == decision
 
 
@@ -83,3 +83,20 @@ def test_checkpoint_prunes_the_journal(plane: DecisionPlane) -> None:
     assert len(checkpoints) == 3
     assert kept == [4, 5]  # entries up to the oldest kept checkpoint (seq 3) are gone
     assert len(list((plane.models_dir / "dp").glob("*.vw"))) == 3
+
+
+def test_action_lines_are_stored_once_per_day(plane: DecisionPlane) -> None:
+    for _ in range(5):
+        plane.rank(RankInput("dp", offers(4)))
+    with plane.store.read() as txn:
+        assert txn.stat(plane.store.db["lines"])["entries"] == 4
+    today = now_ms() // 86_400_000
+    plane.store.write(lambda txn: plane.store.drop_lines_before(txn, today))
+    with plane.store.read() as txn:
+        assert txn.stat(plane.store.db["lines"])["entries"] == 4  # today's lines stay
+    plane.store.write(lambda txn: plane.store.drop_lines_before(txn, today + 1))
+    with plane.store.read() as txn:
+        assert txn.stat(plane.store.db["lines"])["entries"] == 0
+    plane.rank(RankInput("dp", offers(4)))  # the forgotten day's lines are written again
+    with plane.store.read() as txn:
+        assert txn.stat(plane.store.db["lines"])["entries"] == 4
