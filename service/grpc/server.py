@@ -42,9 +42,15 @@ def build(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:
         reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    try:
+        port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    except RuntimeError:
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {settings.host}:{settings.port}; is another server using it?")
+        raise OSError(
+            f"cannot listen on {settings.host}:{settings.port}; is another server using that port? "
+            "Choose another with --port (0 picks a free one)"
+        )
     return server, health_servicer, port
 
 

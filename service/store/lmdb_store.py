@@ -22,12 +22,13 @@ but not a power loss; ``sync=True`` fsyncs every commit.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import lmdb
 
@@ -47,6 +48,20 @@ Txn = Any
 
 class DataDirError(RuntimeError):
     """The data directory cannot be used by this build; the message says what to do."""
+
+
+def _lock_exclusively(path: Path) -> IO[bytes]:
+    """One Kairos per data directory: two would both learn and checkpoint the same models."""
+    handle = open(path, "ab")  # noqa: SIM115 - held open for the store's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise DataDirError(
+            f"another Kairos process is using the data directory {path.parent.parent}; stop it first, "
+            "or give this one its own --data-dir"
+        ) from None
+    return handle
 
 
 def _dp(name: str) -> bytes:
@@ -83,6 +98,7 @@ class Store:
     def __init__(self, path: Path, *, sync: bool = False, map_size: int = 1 << 30) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self._lock = _lock_exclusively(path / "kairos.lock")
         self.env = lmdb.open(
             str(path),
             max_dbs=len(_DBS),
@@ -131,6 +147,7 @@ class Store:
 
     def close(self) -> None:
         self.env.close()
+        self._lock.close()
 
     def size_bytes(self) -> int:
         info = self.env.info()

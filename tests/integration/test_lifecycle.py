@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +33,27 @@ def test_signals_stop_cleanly_and_keep_everything(make_server: Callable[..., Run
     assert (stats.ranks, stats.rewards, stats.learned) == (40, 40, 40)
     assert "checkpoint_unusable" not in server.log()
     assert server.stop() == 0
+
+
+def test_second_server_on_the_same_data_dir_or_port_is_refused(
+    make_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    first = make_server().start()
+    same_dir = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve", "--port", "0", "--data-dir", str(first.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert same_dir.returncode == 2 and "another Kairos process is using the data directory" in same_dir.stderr
+    same_port = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(first.port), "--data-dir", str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert same_port.returncode == 1 and "is another server using that port" in same_port.stderr
+    assert "Traceback" not in same_dir.stderr + same_port.stderr
+    assert first.stop() == 0
