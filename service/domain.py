@@ -18,6 +18,7 @@ Aggregation = Literal["first", "sum"]
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 MAX_ID_BYTES = 256
 MIN_REWARD_WAIT_MS = 100
+MAX_REWARD_WAIT_MS = 7 * 24 * 3600 * 1000
 DEFAULT_REWARD_WAIT_MS = 10 * 60 * 1000
 
 

@@ -32,6 +32,7 @@ from service.domain import (
     EXPIRED,
     LEARNING,
     MAX_ID_BYTES,
+    MAX_REWARD_WAIT_MS,
     MIN_REWARD_WAIT_MS,
     NAME_PATTERN,
     OPEN,
@@ -125,6 +126,8 @@ def validate_config(config: DecisionPointConfig) -> None:
         raise invalid("INVALID_LEARNER_OPTIONS", str(err)) from None
     if config.reward_wait_ms < MIN_REWARD_WAIT_MS:
         raise invalid("REWARD_WAIT_TOO_SHORT", f"reward_wait must be at least {MIN_REWARD_WAIT_MS} ms")
+    if config.reward_wait_ms > MAX_REWARD_WAIT_MS:
+        raise invalid("REWARD_WAIT_TOO_LONG", "reward_wait must be at most 7 days; events wait in the log until then")
     low, high = config.reward_min, config.reward_max
     if not (math.isfinite(low) and math.isfinite(high) and low < high and max(abs(low), abs(high)) <= 1e6):
         raise invalid("INVALID_REWARD_RANGE", f"reward range [{low}, {high}] must be finite, min < max, within 1e6")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from google.protobuf import field_mask_pb2
+from google.protobuf import duration_pb2, field_mask_pb2
 
 from service._pb.kairos.v1 import admin_service_pb2 as apb
 from service._pb.kairos.v1 import decision_service_pb2 as dpb
@@ -42,6 +42,9 @@ def test_create_twice_is_already_exists(server: RunningServer) -> None:
         tpb.DecisionPoint(name="x", learning=tpb.LearningOptions(bits=40)),
         tpb.DecisionPoint(name="x", learning=tpb.LearningOptions(interactions=["a*b*c*d"])),
         tpb.DecisionPoint(name="x", reward_range=tpb.RewardRange(min=1, max=-1)),
+        tpb.DecisionPoint(name="x", reward_wait=duration_pb2.Duration(seconds=8 * 86400)),
+        tpb.DecisionPoint(name="x", reward_wait=duration_pb2.Duration(nanos=50_000_000)),
+        tpb.DecisionPoint(name="x", default_reward=5.0),
     ],
 )
 def test_invalid_decision_points_are_refused(server: RunningServer, dp: tpb.DecisionPoint) -> None:
