@@ -43,7 +43,7 @@ from service.domain import (
 from service.errors import Code, KairosError, failed_precondition, invalid, not_found
 from service.learning import models
 from service.learning.models import ModelState, now_ms
-from service.store.lmdb_store import DAY_MS, JournalEntry, Store
+from service.store.lmdb_store import DAY_MS, JournalEntry, Store, Txn
 
 log = structlog.get_logger(__name__)
 MAX_REWARD_IDS = 1000
@@ -179,7 +179,7 @@ class DecisionPlane:
                 f"the request has {features} features; at most {self.limits.max_features} are allowed",
                 limit=str(self.limits.max_features),
             )
-        fingerprint = f"{zlib.crc32(shared.encode()):08x}{zlib.crc32(chr(10).join(lines).encode()):08x}"
+        fingerprint = f"{zlib.crc32(shared.encode()):08x}{zlib.crc32(''.join(keys).encode()):08x}"
 
         if request.event_id:
             with self.store.read() as txn:
@@ -215,7 +215,7 @@ class DecisionPlane:
         pending.counters["open_events"] += 1
         namespaces_grew = len(table.indices) != known_namespaces
 
-        def commit(txn) -> None:  # type: ignore[no-untyped-def]
+        def commit(txn: Txn) -> None:
             self.store.put_lines(txn, new_lines)
             self.store.add_new_decision(txn, state.name, decision)
             self.store.put_counters(txn, state.name, pending.counters)
@@ -365,7 +365,7 @@ class DecisionPlane:
                     self._close(state, decision, reward, pending)
                 changed.append((state, decision))
 
-        def commit(txn) -> None:  # type: ignore[no-untyped-def]
+        def commit(txn: Txn) -> None:
             for key, _, _ in due:  # windows of unknown or already closed events go too
                 self.store.drop_due(txn, key)
             for state, decision in changed:
@@ -398,7 +398,7 @@ class DecisionPlane:
         pending.journal.append(JournalEntry(seq, decision.event_id, reward))
 
     def _commit(self, state: ModelState, pending: _Pending, decision: Decision | None = None) -> None:
-        def commit(txn) -> None:  # type: ignore[no-untyped-def]
+        def commit(txn: Txn) -> None:
             if decision is not None:
                 self.store.put_decision(txn, state.name, decision)
                 if decision.state != OPEN:
@@ -565,7 +565,7 @@ class DecisionPlane:
                 if (d := self.store.get_decision(txn, dp, event)) is None or d.state != OPEN
             ]
 
-        def commit(txn) -> None:  # type: ignore[no-untyped-def]
+        def commit(txn: Txn) -> None:
             for key, dp, event in gone:
                 self.store.forget_decision(txn, key, dp, event)
             # Lines of days that retention has passed; a day's margin for windows open across midnight.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -43,7 +44,7 @@ class LearningLoop:
         self._tasks.clear()
         self._flusher.shutdown(wait=True)
 
-    async def _guard(self, job) -> None:  # type: ignore[no-untyped-def]
+    async def _guard(self, job: Callable[[], Awaitable[None]]) -> None:
         # A failing background job must not die silently: log and restart it.
         while True:
             try:
@@ -51,7 +52,7 @@ class LearningLoop:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("background_job_failed", job=job.__name__)
+                log.exception("background_job_failed", job=getattr(job, "__name__", str(job)))
                 await asyncio.sleep(1.0)
 
     async def _learner(self) -> None:

@@ -20,7 +20,7 @@ import structlog
 
 from policies.vw import PolicyError, VWPolicy
 from service.domain import DecisionPointRecord
-from service.store.lmdb_store import CheckpointMeta, JournalEntry, Store
+from service.store.lmdb_store import CheckpointMeta, JournalEntry, Store, Txn
 
 log = structlog.get_logger(__name__)
 CHECKPOINTS_KEPT = 3
@@ -165,7 +165,7 @@ def checkpoint(store: Store, models_dir: Path, state: ModelState) -> CheckpointM
         created_ms=now_ms(),
     )
 
-    def record(txn) -> list[CheckpointMeta]:  # type: ignore[no-untyped-def]
+    def record(txn: Txn) -> list[CheckpointMeta]:
         store.put_checkpoint(txn, name, meta)
         every = store.all_checkpoints(txn, name)
         current = sorted((m for m in every if m.generation == generation), key=lambda m: m.seq)
