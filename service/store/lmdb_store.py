@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import lmdb
+import structlog
 
 from policies.lru import LRU
 from service.domain import Decision, DecisionPointRecord
+from service.errors import Code, KairosError
 
 FORMAT_VERSION = 1
 _U64 = struct.Struct(">Q")
@@ -41,6 +43,7 @@ _DBS = ("meta", "decision_points", "events", "due", "by_time", "lines", "journal
 _U32 = struct.Struct(">I")
 DAY_MS = 86_400_000
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
 # py-lmdb types keys and values as bytes | memoryview; every transaction here is
 # opened with buffers=False, so they are bytes.
 Txn = Any
@@ -138,6 +141,15 @@ class Store:
                     return work(txn)
             except lmdb.MapFullError:
                 self.env.set_mapsize(self.env.info()["map_size"] * 2)
+            except lmdb.Error as err:
+                # A full disk shows up as an I/O error at commit; the transaction was aborted cleanly.
+                log.error("lmdb_write_failed", error=str(err))
+                raise KairosError(
+                    Code.UNAVAILABLE,
+                    "STORAGE_UNAVAILABLE",
+                    "Kairos cannot write its data directory right now (is the disk full?); nothing was "
+                    "recorded, retry later",
+                ) from None
 
     def read(self) -> Txn:
         return self.env.begin(buffers=False)
