@@ -19,10 +19,11 @@ COPY --from=build /opt/kairos /opt/kairos
 ENV PATH=/opt/kairos/bin:$PATH \
     KAIROS_HOST=0.0.0.0 \
     KAIROS_PORT=50051 \
+    KAIROS_HTTP_PORT=9090 \
     KAIROS_DATA_DIR=/data \
     KAIROS_LOG_FORMAT=json
 USER kairos
 VOLUME ["/data"]
-EXPOSE 50051
+EXPOSE 50051 9090
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s CMD ["kairos", "health"]
 ENTRYPOINT ["kairos", "serve"]

@@ -12,7 +12,9 @@ import structlog
 from service import config_file
 from service.domain import DecisionPointConfig
 from service.grpc import server as grpc_server
+from service.http import HttpServer
 from service.learning.loop import LearningLoop
+from service.metrics import RpcMetrics
 from service.plane import DecisionPlane, Limits
 from service.settings import Settings
 from service.store.lmdb_store import Store
@@ -52,7 +54,10 @@ def apply_declared(plane: DecisionPlane, declared: list[DecisionPointConfig], de
 async def serve(settings: Settings, declared: list[DecisionPointConfig]) -> None:
     plane = open_plane(settings)
     ready = False
-    server, health_servicer, port = grpc_server.build(plane, settings, lambda: ready)
+    rpc_metrics = RpcMetrics()
+    server, health_servicer, port = grpc_server.build(plane, settings, lambda: ready, rpc_metrics)
+    http = HttpServer(plane, rpc_metrics, lambda: ready)
+    http_port = await http.start(settings.host, settings.http_port) if settings.http_port else None
     await grpc_server.set_serving(health_servicer, False)
     await server.start()
     log.info("starting", port=port, data_dir=str(settings.data_dir.resolve()))
@@ -74,13 +79,14 @@ async def serve(settings: Settings, declared: list[DecisionPointConfig]) -> None
     await grpc_server.set_serving(health_servicer, True)
     if settings.port_file:
         _write_atomically(settings.port_file, f"{port}\n")
-    log.info("serving", host=settings.host, port=port, decision_points=sorted(plane.states))
+    log.info("serving", host=settings.host, port=port, http_port=http_port, decision_points=sorted(plane.states))
 
     await stop.wait()
     log.info("stopping", grace_s=settings.grace_period_s)
     await grpc_server.set_serving(health_servicer, False)
     await server.stop(settings.grace_period_s)  # in-flight calls finish; new ones get UNAVAILABLE
     ready = False
+    await http.stop()
     await loop.stop()
     loop.finish()
     plane.close()

@@ -25,6 +25,8 @@ class Settings:
     """Address to listen on (the container uses 0.0.0.0)."""
     port: int = 50051
     """gRPC port; 0 picks a free one (see port_file)."""
+    http_port: int = 0
+    """Port of the HTTP side server with Prometheus /metrics and /healthz; 0 turns it off."""
     data_dir: Path = Path("kairos-data")
     """Directory of the LMDB database and model checkpoints."""
     config: Path | None = None

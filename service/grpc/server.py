@@ -15,6 +15,7 @@ from service._pb.kairos.v1 import (
     decision_service_pb2_grpc,
 )
 from service.grpc.servicers import AdminServicer, DecisionServicer
+from service.metrics import RpcMetrics
 from service.plane import DecisionPlane
 from service.settings import Settings
 
@@ -25,7 +26,7 @@ SERVICE_NAMES = (
 
 
 def build(
-    plane: DecisionPlane, settings: Settings, ready: Callable[[], bool]
+    plane: DecisionPlane, settings: Settings, ready: Callable[[], bool], metrics: RpcMetrics
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     """A configured server (not started), its health servicer, and the bound port."""
     server = grpc.aio.server(
@@ -36,8 +37,8 @@ def build(
             ("grpc.so_reuseport", 0),
         ],
     )
-    decision_service_pb2_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(plane, ready), server)
-    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(plane, ready), server)
+    decision_service_pb2_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(plane, ready, metrics), server)
+    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(plane, ready, metrics), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:

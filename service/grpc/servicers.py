@@ -18,6 +18,7 @@ from service._pb.kairos.v1 import decision_service_pb2_grpc as decision_grpc
 from service.errors import Code, KairosError
 from service.grpc import converters
 from service.grpc.errors import status_of
+from service.metrics import RpcMetrics
 from service.plane import DecisionPlane
 
 log = structlog.get_logger("kairos.rpc")
@@ -47,6 +48,7 @@ def rpc(method: str) -> Callable[[Handler[Request, Response]], Handler[Request, 
                 log.exception("rpc_failed", method=method)
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
             finally:
+                self.metrics.observe(method, status, time.perf_counter() - started)
                 log.info(
                     "rpc",
                     method=method,
@@ -63,9 +65,10 @@ def rpc(method: str) -> Callable[[Handler[Request, Response]], Handler[Request, 
 
 
 class _Base:
-    def __init__(self, plane: DecisionPlane, ready: Callable[[], bool]) -> None:
+    def __init__(self, plane: DecisionPlane, ready: Callable[[], bool], metrics: RpcMetrics) -> None:
         self.plane = plane
         self.ready = ready
+        self.metrics = metrics
 
 
 class DecisionServicer(_Base, decision_grpc.DecisionServiceServicer):

@@ -1,0 +1,109 @@
+"""The HTTP side port: Prometheus /metrics and a plain /healthz. A minimal asyncio HTTP/1.1 server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from importlib import metadata
+
+from service import metrics
+from service.plane import DecisionPlane, Stats
+
+MAX_HEADER_BYTES = 8192
+READ_TIMEOUT_S = 5.0
+
+
+def version() -> str:
+    try:
+        return metadata.version("kairos")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def gauges(plane: DecisionPlane) -> list[metrics.Gauge]:
+    """Per-decision-point figures, read from the plane (the same numbers GetStats returns)."""
+    now_s = time.time()
+    stats = [plane.stats(name) for name in sorted(plane.states)]
+
+    def per_dp(pick: Callable[[Stats], float]) -> list[tuple[list[tuple[str, str]], float]]:
+        return [([("decision_point", s.decision_point)], pick(s)) for s in stats]
+
+    found: list[metrics.Gauge] = [
+        ("kairos_build_info", "gauge", "Kairos version.", [([("version", version())], 1.0)]),
+        ("kairos_lmdb_size_bytes", "gauge", "Bytes used in the LMDB file.", [([], float(plane.store.size_bytes()))]),
+    ]
+    for counter in ("ranks", "rewards", "late_rewards", "duplicate_rewards", "default_rewards", "expired_events"):
+        samples = [([("decision_point", s.decision_point)], float(s.counters[counter])) for s in stats]
+        found.append((f"kairos_{counter}_total", "counter", f"{counter.replace('_', ' ').capitalize()}.", samples))
+    found += [
+        ("kairos_learned_total", "counter", "Events the model has learned.", per_dp(lambda s: s.learned)),
+        ("kairos_average_reward", "gauge", "Mean reward of learned events.", per_dp(lambda s: s.average_reward)),
+        (
+            "kairos_open_events",
+            "gauge",
+            "Events whose reward window is open.",
+            per_dp(lambda s: s.counters["open_events"]),
+        ),
+        ("kairos_learn_backlog", "gauge", "Learnable events not yet learned.", per_dp(lambda s: s.backlog)),
+        (
+            "kairos_checkpoint_age_seconds",
+            "gauge",
+            "Seconds since the last model checkpoint (-1: none yet).",
+            per_dp(lambda s: now_s - s.last_checkpoint_ms / 1000 if s.last_checkpoint_ms else -1.0),
+        ),
+        (
+            "kairos_model_info",
+            "gauge",
+            "The model version each decision point serves.",
+            [([("decision_point", s.decision_point), ("model_version", s.model_version)], 1.0) for s in stats],
+        ),
+    ]
+    return found
+
+
+class HttpServer:
+    def __init__(self, plane: DecisionPlane, rpc: metrics.RpcMetrics, serving: Callable[[], bool]) -> None:
+        self.plane, self.rpc, self.serving = plane, rpc, serving
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        self._server = await asyncio.start_server(self._handle, host, port)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_S)
+            method, path, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
+            status, body, kind = self._route(method, path.split("?", 1)[0])
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
+            status, body, kind = "400 Bad Request", "bad request\n", "text/plain"
+        payload = body.encode()
+        writer.write(
+            f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(payload)}\r\n"
+            "Connection: close\r\n\r\n".encode()
+            + payload
+        )
+        try:
+            await writer.drain()
+        finally:
+            writer.close()
+
+    def _route(self, method: str, path: str) -> tuple[str, str, str]:
+        if method != "GET":
+            return "405 Method Not Allowed", "only GET\n", "text/plain"
+        if path == "/metrics":
+            text = metrics.render(self.rpc, lambda: gauges(self.plane))
+            return "200 OK", text, "text/plain; version=0.0.4; charset=utf-8"
+        if path == "/healthz":
+            return (
+                ("200 OK", "SERVING\n", "text/plain")
+                if self.serving()
+                else ("503 Service Unavailable", "NOT_SERVING\n", "text/plain")
+            )
+        return "404 Not Found", "try /metrics or /healthz\n", "text/plain"

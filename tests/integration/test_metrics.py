@@ -1,0 +1,57 @@
+"""The HTTP side port: Prometheus /metrics agrees with GetStats; /healthz follows readiness."""
+
+from __future__ import annotations
+
+import re
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+import pytest
+
+from service._pb.kairos.v1 import admin_service_pb2 as apb
+from service._pb.kairos.v1 import decision_service_pb2 as dpb
+from tests.helpers import rank_request
+from tests.server import RunningServer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    series = f"{name}{{{wanted}}}" if labels else name
+    match = re.search(rf"^{re.escape(series)} (\S+)$", text, re.M)
+    assert match, f"{name}{{{wanted}}} missing"
+    return float(match.group(1))
+
+
+def test_metrics_and_healthz(make_server: Callable[..., RunningServer]) -> None:
+    http_port = free_port()
+    server = make_server("--http-port", str(http_port)).start()
+    for i in range(5):
+        event = server.decisions.Rank(rank_request(3)).event_id
+        if i % 2 == 0:
+            server.decisions.Reward(dpb.RewardRequest(decision_point="demo", event_id=event, value=1.0))
+    with pytest.raises(Exception):  # noqa: B017 - a refused reward shows up as an error status
+        server.decisions.Reward(dpb.RewardRequest(decision_point="demo", event_id="nope", value=1.0))
+    stats = server.admin.GetStats(apb.GetStatsRequest(decision_point="demo"))
+
+    base = f"http://127.0.0.1:{http_port}"
+    text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+    assert sample(text, "kairos_ranks_total", decision_point="demo") == stats.ranks == 5
+    assert sample(text, "kairos_rewards_total", decision_point="demo") == stats.rewards == 3
+    assert sample(text, "kairos_rpc_total", method="Rank", status="OK") == 5
+    assert sample(text, "kairos_rpc_total", method="Reward", status="NOT_FOUND") == 1
+    assert sample(text, "kairos_rpc_duration_seconds_count", method="Rank") == 5
+    assert sample(text, "kairos_model_info", decision_point="demo", model_version=stats.learner.model_version) == 1
+    assert sample(text, "kairos_lmdb_size_bytes") > 0
+    assert urllib.request.urlopen(f"{base}/healthz", timeout=5).read() == b"SERVING\n"
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(f"{base}/nothing", timeout=5)
+    assert caught.value.code == 404
+    assert server.stop() == 0
