@@ -61,6 +61,9 @@ async def serve(settings: Settings, declared: list[DecisionPointConfig]) -> None
     await grpc_server.set_serving(health_servicer, False)
     await server.start()
     log.info("starting", port=port, data_dir=str(settings.data_dir.resolve()))
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
 
     # Loading replays the journal; do it before SERVING so health tells the truth.
     plane.load_all()
@@ -72,9 +75,6 @@ async def serve(settings: Settings, declared: list[DecisionPointConfig]) -> None
     gc.collect()
     gc.freeze()
 
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
     ready = True
     await grpc_server.set_serving(health_servicer, True)
     if settings.port_file:
