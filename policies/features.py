@@ -39,6 +39,10 @@ class FeatureError(ValueError):
     """A feature the encoder refuses; the message says which and why."""
 
 
+class UnknownNamespace(LookupError):
+    """A frozen NamespaceTable met a namespace it has no index for."""
+
+
 @dataclass(frozen=True, slots=True)
 class FeatureGroup:
     """Features of one namespace."""
@@ -116,6 +120,9 @@ class NamespaceTable:
     """
 
     indices: dict[str, str] = field(default_factory=dict)
+    # A frozen table never assigns: a process that is not the table's owner raises UnknownNamespace
+    # and leaves the assignment to the owner.
+    frozen: bool = False
 
     def index(self, namespace: str) -> str:
         """The index of ``namespace``, assigning the next free one on first sight."""
@@ -124,6 +131,8 @@ class NamespaceTable:
             return found
         if namespace in RESERVED_NAMESPACES:
             return RESERVED_NAMESPACES[namespace]
+        if self.frozen:
+            raise UnknownNamespace(namespace)
         if not namespace:
             raise FeatureError("a feature group has an empty namespace; name it (for example 'user')")
         if len(namespace) > MAX_NAMESPACE_CHARS:
@@ -139,8 +148,8 @@ class NamespaceTable:
         self.indices[namespace] = assigned
         return assigned
 
-    def copy(self) -> NamespaceTable:
-        return NamespaceTable(dict(self.indices))
+    def copy(self, frozen: bool = False) -> NamespaceTable:
+        return NamespaceTable(dict(self.indices), frozen=frozen)
 
 
 def encode_groups(groups: Iterable[FeatureGroup], table: NamespaceTable) -> list[str]:

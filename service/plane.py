@@ -11,6 +11,7 @@ in-memory state changes only after the commit succeeds.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import math
 import shutil
@@ -97,9 +98,10 @@ class Stats:
 
 @dataclass
 class _Pending:
-    """What a transaction will have changed, applied to memory only after it commits."""
+    """What a transaction will change: counter increments (added inside the transaction, so several
+    processes can write) and journal entries, applied to memory only after it commits."""
 
-    counters: dict[str, int]
+    deltas: collections.Counter[str] = field(default_factory=collections.Counter)
     journal: list[JournalEntry] = field(default_factory=list)
 
 
@@ -210,21 +212,27 @@ class DecisionPlane:
             deferred=request.defer_activation,
             subject_id=request.subject_id,
         )
-        pending = _Pending(dict(state.counters))
-        pending.counters["ranks"] += 1
-        pending.counters["open_events"] += 1
+        pending = _Pending()
+        pending.deltas["ranks"] += 1
+        pending.deltas["open_events"] += 1
         namespaces_grew = len(table.indices) != known_namespaces
 
-        def commit(txn: Txn) -> None:
+        def commit(txn: Txn) -> Decision | None:
+            if request.event_id:  # another process may have ranked the same event id meanwhile
+                existing = self.store.get_decision(txn, state.name, request.event_id)
+                if existing is not None:
+                    return existing
             self.store.put_lines(txn, new_lines)
             self.store.add_new_decision(txn, state.name, decision)
-            self.store.put_counters(txn, state.name, pending.counters)
+            self.store.add_counters(txn, state.name, pending.deltas)
             if namespaces_grew:
                 self.store.put_decision_point(txn, state.record)
+            return None
 
-        self.store.write(commit)
+        existing = self.store.write(commit)
+        if existing is not None:
+            return _answer(existing)
         self.store.remember_lines(new_lines)
-        state.counters = pending.counters
         return _answer(decision)
 
     def _eligible(self, request: RankInput) -> list[RankCandidate]:
@@ -286,12 +294,12 @@ class DecisionPlane:
                 "the decision point's reward range",
             )
         decision = self._decision(state, event_id)
-        pending = _Pending(dict(state.counters))
+        pending = _Pending()
         late = decision.state == EXPIRED or now_ms() > decision.deadline_ms
         if config.aggregation == "sum" and decision.state != OPEN:
             late = True
         if late:
-            pending.counters["late_rewards"] += 1
+            pending.deltas["late_rewards"] += 1
             self._commit(state, pending)
             raise failed_precondition(
                 "REWARD_WINDOW_CLOSED",
@@ -304,7 +312,7 @@ class DecisionPlane:
             else bool(reward_id) and reward_id in decision.reward_ids
         )
         if duplicate:
-            pending.counters["duplicate_rewards"] += 1
+            pending.deltas["duplicate_rewards"] += 1
             self._commit(state, pending)
             return
         if config.aggregation == "sum" and len(decision.reward_ids) >= MAX_REWARD_IDS:
@@ -313,7 +321,7 @@ class DecisionPlane:
                 "TOO_MANY_REWARDS",
                 f"event {event_id[:80]!r} already has {MAX_REWARD_IDS} rewards",
             )
-        pending.counters["rewards"] += 1
+        pending.deltas["rewards"] += 1
         decision.reward = value if decision.reward is None else decision.reward + value
         if reward_id:
             decision.reward_ids.append(reward_id)
@@ -333,7 +341,7 @@ class DecisionPlane:
         if not decision.deferred or decision.activated:
             return
         decision.activated = True
-        pending = _Pending(dict(state.counters))
+        pending = _Pending()
         if state.record.config.aggregation == "first" and decision.reward is not None and decision.state == OPEN:
             self._close(state, decision, decision.reward, pending)
         self._commit(state, pending, decision)
@@ -352,16 +360,16 @@ class DecisionPlane:
                 decision = self.store.get_decision(txn, name, event_id) if state else None
                 if state is None or decision is None or decision.state != OPEN:
                     continue
-                pending = by_state.setdefault(name, _Pending(dict(state.counters)))
+                pending = by_state.setdefault(name, _Pending())
                 if decision.deferred and not decision.activated:
                     decision.state = EXPIRED
-                    pending.counters["expired_events"] += 1
-                    pending.counters["open_events"] -= 1
+                    pending.deltas["expired_events"] += 1
+                    pending.deltas["open_events"] -= 1
                 else:
                     reward = decision.reward
                     if reward is None:
                         reward = state.record.config.default_reward
-                        pending.counters["default_rewards"] += 1
+                        pending.deltas["default_rewards"] += 1
                     self._close(state, decision, reward, pending)
                 changed.append((state, decision))
 
@@ -371,7 +379,7 @@ class DecisionPlane:
             for state, decision in changed:
                 self.store.put_decision(txn, state.name, decision)
             for name, pending in by_state.items():
-                self.store.put_counters(txn, name, pending.counters)
+                self.store.add_counters(txn, name, pending.deltas)
                 for entry in pending.journal:
                     self.store.append_journal(txn, name, entry.seq, entry.event_id, entry.reward)
 
@@ -393,7 +401,7 @@ class DecisionPlane:
     def _close(self, state: ModelState, decision: Decision, reward: float, pending: _Pending) -> None:
         """Mark the event learnable with ``reward``; its journal entry joins ``pending``."""
         decision.state = LEARNING
-        pending.counters["open_events"] -= 1
+        pending.deltas["open_events"] -= 1
         seq = state.next_seq + len(pending.journal)
         pending.journal.append(JournalEntry(seq, decision.event_id, reward))
 
@@ -405,13 +413,12 @@ class DecisionPlane:
                     self.store.close_window(txn, state.name, decision)
             for entry in pending.journal:
                 self.store.append_journal(txn, state.name, entry.seq, entry.event_id, entry.reward)
-            self.store.put_counters(txn, state.name, pending.counters)
+            self.store.add_counters(txn, state.name, pending.deltas)
 
         self.store.write(commit)
         self._apply(state, pending)
 
     def _apply(self, state: ModelState, pending: _Pending) -> None:
-        state.counters = pending.counters
         if pending.journal:
             state.next_seq = pending.journal[-1].seq + 1
             state.backlog.extend(pending.journal)
@@ -431,7 +438,6 @@ class DecisionPlane:
         self.states[config.name] = ModelState(
             record=record,
             policy=policy,
-            counters={key: 0 for key in models.COUNTER_NAMES},
             applied_seq=0,
             next_seq=1,
         )
@@ -532,11 +538,15 @@ class DecisionPlane:
         state = self._state(name)
         return state.policy.to_bytes(), state.model_version
 
+    def _counters(self, name: str) -> dict[str, int]:
+        with self.store.read() as txn:
+            return {key: 0 for key in models.COUNTER_NAMES} | self.store.get_counters(txn, name)
+
     def stats(self, name: str) -> Stats:
         state = self._state(name)
         return Stats(
             decision_point=name,
-            counters=dict(state.counters),
+            counters=self._counters(name),
             learned=state.learned,
             average_reward=state.reward_sum / state.learned if state.learned else 0.0,
             model_version=state.model_version,

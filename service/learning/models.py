@@ -43,7 +43,6 @@ def now_ms() -> int:
 class ModelState:
     record: DecisionPointRecord
     policy: VWPolicy
-    counters: dict[str, int]
     applied_seq: int  # last journal entry learned into the model
     next_seq: int  # journal number the next learnable event gets
     learned: int = 0
@@ -74,7 +73,6 @@ def load(store: Store, models_dir: Path, record: DecisionPointRecord) -> ModelSt
     args = record.config.learner.vw_args(record.namespaces)
     with store.read() as txn:
         metas = store.checkpoints(txn, name, record.generation)
-        counters = {key: 0 for key in COUNTER_NAMES} | store.get_counters(txn, name)
         last_seq = store.last_journal_seq(txn, name)
     policy, start = None, None
     for meta in metas:
@@ -95,7 +93,6 @@ def load(store: Store, models_dir: Path, record: DecisionPointRecord) -> ModelSt
     state = ModelState(
         record=record,
         policy=policy,
-        counters=counters,
         applied_seq=start.seq if start else record.base_seq,
         # The journal may be pruned empty up to the newest checkpoint: numbering continues after both.
         next_seq=max(last_seq, record.base_seq, *(meta.seq for meta in metas)) + 1,

@@ -4,7 +4,8 @@ Named databases and their keys (``dp`` is the decision point name plus a NUL,
 which a name can never contain; integers are 8-byte big-endian so keys sort
 by number):
 
-- ``meta``: ``format`` -> data directory format version
+- ``meta``: ``format`` -> data directory format version; ``decision_points_version`` -> a counter
+  bumped by every decision point change; ``snapshot:NAME`` -> the newest published model snapshot
 - ``decision_points``: ``name`` -> DecisionPointRecord JSON
 - ``events``: ``dp + event_id`` -> Decision JSON
 - ``due``: ``deadline + dp + event_id`` -> "" (reward windows still open, by deadline)
@@ -25,7 +26,7 @@ from __future__ import annotations
 import fcntl
 import json
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -174,10 +175,20 @@ class Store:
 
     def put_decision_point(self, txn: Txn, record: DecisionPointRecord) -> None:
         txn.put(record.config.name.encode(), record.encode(), db=self.db["decision_points"])
+        self._bump_decision_points_version(txn)
+
+    def _bump_decision_points_version(self, txn: Txn) -> None:
+        txn.put(b"decision_points_version", str(self.decision_points_version(txn) + 1).encode(), db=self.db["meta"])
+
+    def decision_points_version(self, txn: Txn) -> int:
+        """Changes whenever a decision point is written or deleted: other processes reload on change."""
+        raw = txn.get(b"decision_points_version", db=self.db["meta"])
+        return 0 if raw is None else int(raw)
 
     def delete_decision_point(self, txn: Txn, name: str) -> None:
         prefix = _dp(name)
         txn.delete(name.encode(), db=self.db["decision_points"])
+        self._bump_decision_points_version(txn)
         for db in ("events", "journal", "counters", "checkpoints"):
             self._delete_prefix(txn, db, prefix)
         for db in ("due", "by_time"):  # keyed by time first: scan all
@@ -325,8 +336,13 @@ class Store:
         raw = txn.get(_dp(dp), db=self.db["counters"])
         return {} if raw is None else dict(json.loads(raw))
 
-    def put_counters(self, txn: Txn, dp: str, counters: dict[str, int]) -> None:
+    def add_counters(self, txn: Txn, dp: str, deltas: Mapping[str, int]) -> dict[str, int]:
+        """Add ``deltas`` to the stored counters inside ``txn`` (safe with several writing processes)."""
+        counters = self.get_counters(txn, dp)
+        for name, delta in deltas.items():
+            counters[name] = counters.get(name, 0) + delta
         txn.put(_dp(dp), json.dumps(counters, separators=(",", ":")).encode(), db=self.db["counters"])
+        return counters
 
     # -- checkpoints --------------------------------------------------------
 
