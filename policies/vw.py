@@ -93,8 +93,8 @@ class VWPolicy:
             self._vw.save(str(path))
             return path.read_bytes()
 
-    def save(self, path: Path) -> str:
-        """Write the model atomically (temp file, fsync, rename); return its sha256."""
+    def save(self, path: Path, durable: bool = True) -> str:
+        """Write the model atomically (temp file, rename; with ``durable`` also fsync); return its sha256."""
         data = self.to_bytes()
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".vw")
@@ -102,16 +102,18 @@ class VWPolicy:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
-                os.fsync(handle.fileno())
+                if durable:
+                    os.fsync(handle.fileno())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        if durable:
+            directory = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
         return hashlib.sha256(data).hexdigest()
 
     def close(self) -> None:

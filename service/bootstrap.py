@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import shutil
 import signal
+import socket
+import tempfile
 from pathlib import Path
 
 import structlog
@@ -18,6 +21,7 @@ from service.metrics import RpcMetrics
 from service.plane import DecisionPlane, Limits
 from service.settings import Settings
 from service.store.lmdb_store import Store
+from service.workers import WorkerPool
 
 log = structlog.get_logger("kairos")
 DEMO = "demo"
@@ -52,15 +56,22 @@ def apply_declared(plane: DecisionPlane, declared: list[DecisionPointConfig], de
 
 
 async def serve(settings: Settings, declared: list[DecisionPointConfig]) -> None:
+    """Serve until SIGTERM/SIGINT. With ``settings.workers > 1`` this process learns and owns the
+    decision points, listening on a private socket, while worker processes serve the public port."""
     plane = open_plane(settings)
     ready = False
     rpc_metrics = RpcMetrics()
-    server, health_servicer, port = grpc_server.build(plane, settings, lambda: ready, rpc_metrics)
+    pooled = settings.workers > 1
+    private_dir = Path(tempfile.mkdtemp(prefix="kairos-")) if pooled else None
+    address = f"unix:{private_dir / 'primary.sock'}" if private_dir else None
+    servicers = grpc_server.serving_servicers(plane, lambda: ready, rpc_metrics)
+    server, health_servicer, port = grpc_server.build(settings, servicers, address=address)
+    public_port = (settings.port or _free_port(settings.host)) if pooled else port
     http = HttpServer(plane, rpc_metrics, lambda: ready)
     http_port = await http.start(settings.host, settings.http_port) if settings.http_port else None
     await grpc_server.set_serving(health_servicer, False)
     await server.start()
-    log.info("starting", port=port, data_dir=str(settings.data_dir.resolve()))
+    log.info("starting", port=public_port, workers=settings.workers, data_dir=str(settings.data_dir.resolve()))
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)
@@ -69,7 +80,13 @@ async def serve(settings: Settings, declared: list[DecisionPointConfig]) -> None
     plane.load_all()
     apply_declared(plane, declared, settings.demo)
     loop = LearningLoop(plane, settings)
+    pool = None
+    if private_dir is not None and address is not None:
+        loop.publish_snapshots()  # workers start from the current models
+        pool = WorkerPool(settings, address, public_port, private_dir)
+        await pool.start()
     loop.start()
+    watcher = asyncio.create_task(pool.watch()) if pool else None
     # Everything loaded so far lives as long as the process: keep it out of the garbage collector's
     # full passes, which otherwise stall the event loop for 10-25 ms under load.
     gc.collect()
@@ -78,12 +95,15 @@ async def serve(settings: Settings, declared: list[DecisionPointConfig]) -> None
     ready = True
     await grpc_server.set_serving(health_servicer, True)
     if settings.port_file:
-        _write_atomically(settings.port_file, f"{port}\n")
-    log.info("serving", host=settings.host, port=port, http_port=http_port, decision_points=sorted(plane.states))
+        _write_atomically(settings.port_file, f"{public_port}\n")
+    log.info("serving", host=settings.host, port=public_port, http_port=http_port, decision_points=sorted(plane.states))
 
     await stop.wait()
     log.info("stopping", grace_s=settings.grace_period_s)
     await grpc_server.set_serving(health_servicer, False)
+    if pool is not None and watcher is not None:
+        await pool.stop(settings.grace_period_s)  # workers drain first: their pass-through calls need us
+        watcher.cancel()
     await server.stop(settings.grace_period_s)  # in-flight calls finish; new ones get UNAVAILABLE
     ready = False
     await http.stop()
@@ -91,7 +111,15 @@ async def serve(settings: Settings, declared: list[DecisionPointConfig]) -> None
     loop.finish()
     plane.close()
     plane.store.close()
+    if private_dir is not None:
+        shutil.rmtree(private_dir, ignore_errors=True)
     log.info("stopped")
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -59,6 +59,17 @@ def _health_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     health.add_argument("--timeout", type=float, default=3.0, help="seconds")
 
 
+def _worker(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from service import worker
+
+    settings = settings_module.load()
+    log_setup.configure(settings.log_format, settings.log_level)
+    asyncio.run(worker.serve(settings, args.primary, args.ready_file))
+    return 0
+
+
 def _health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -75,6 +86,13 @@ def _health(args: argparse.Namespace) -> int:
     return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
+def _worker_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    # Internal: started by `kairos serve --workers N`, configured through KAIROS_* variables.
+    worker = sub.add_parser("worker")
+    worker.add_argument("--primary", required=True, help="address of the learning process")
+    worker.add_argument("--ready-file", required=True, type=Path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="kairos", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -82,12 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _serve_parser(sub)
     _health_parser(sub)
+    _worker_parser(sub)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
     if args.command == "health":
         return _health(args)
+    if args.command == "worker":
+        return _worker(args)
     overrides = {k: v for k, v in vars(args).items() if k != "command"}
     try:
         config = None

@@ -29,6 +29,10 @@ class Settings:
     """Port of the HTTP side server with Prometheus /metrics and /healthz; 0 turns it off."""
     data_dir: Path = Path("kairos-data")
     """Directory of the LMDB database and model checkpoints."""
+    workers: int = 1
+    """Serving processes. 1: one process serves and learns. N > 1: N worker processes share the port
+    (SO_REUSEPORT) and answer Rank from model snapshots the learning process publishes every 0.5 s;
+    Reward, Activate and Admin calls pass through to the learning process."""
     config: Path | None = None
     """TOML file declaring decision points (and [server] settings), applied at every start."""
     demo: bool = True

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -26,33 +27,48 @@ SERVICE_NAMES = (
 
 
 def build(
-    plane: DecisionPlane, settings: Settings, ready: Callable[[], bool], metrics: RpcMetrics
+    settings: Settings,
+    servicers: Sequence[tuple[Callable[[Any, grpc.aio.Server], None], Any]],
+    address: str | None = None,
+    share_port: bool = False,
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
-    """A configured server (not started), its health servicer, and the bound port."""
+    """A configured server (not started) with ``servicers`` (adder, servicer), health and reflection,
+    listening on ``address`` (default host:port); ``share_port`` lets worker processes bind the same port."""
     server = grpc.aio.server(
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", max(settings.max_message_bytes, 64 * 1024 * 1024)),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if share_port else 0),
         ],
     )
-    decision_service_pb2_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(plane, ready, metrics), server)
-    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(plane, ready, metrics), server)
+    for add, servicer in servicers:
+        add(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:
         reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    address = address or f"{settings.host}:{settings.port}"
     try:
-        port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+        port = server.add_insecure_port(address)
     except RuntimeError:
         port = 0
     if port == 0:
         raise OSError(
-            f"cannot listen on {settings.host}:{settings.port}; is another server using that port? "
+            f"cannot listen on {address}; is another server using that port? "
             "Choose another with --port (0 picks a free one)"
         )
     return server, health_servicer, port
+
+
+def serving_servicers(
+    plane: DecisionPlane, ready: Callable[[], bool], metrics: RpcMetrics
+) -> list[tuple[Callable[[Any, grpc.aio.Server], None], Any]]:
+    """The services of the process that owns the decision points."""
+    return [
+        (decision_service_pb2_grpc.add_DecisionServiceServicer_to_server, DecisionServicer(plane, ready, metrics)),
+        (admin_service_pb2_grpc.add_AdminServiceServicer_to_server, AdminServicer(plane, ready, metrics)),
+    ]
 
 
 async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:

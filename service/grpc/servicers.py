@@ -22,6 +22,16 @@ from service.metrics import RpcMetrics
 from service.plane import DecisionPlane
 
 log = structlog.get_logger("kairos.rpc")
+
+
+class ForwardedError(Exception):
+    """The learning process answered a passed-through call with an error status: relay it as it is."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, trailers: object) -> None:
+        super().__init__(details)
+        self.code, self.details, self.trailers = code, details, trailers
+
+
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
@@ -43,6 +53,9 @@ def rpc(method: str) -> Callable[[Handler[Request, Response]], Handler[Request, 
                 code, message, trailers = status_of(error)
                 status = code.name
                 await context.abort(code, message, trailing_metadata=trailers)
+            except ForwardedError as error:
+                status = error.code.name
+                await context.abort(error.code, error.details, trailing_metadata=error.trailers)
             except Exception:
                 status = "INTERNAL"
                 log.exception("rpc_failed", method=method)

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from service.learning import snapshots
 from service.learning.models import now_ms
 from service.plane import DecisionPlane
 from service.settings import Settings
@@ -31,11 +32,26 @@ class LearningLoop:
         self._tasks: list[asyncio.Task[None]] = []
         # One thread for LMDB flushes; stop() waits for it so the store is never closed under a flush.
         self._flusher = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmdb-flush")
+        self.snapshots_dir = settings.data_dir / "snapshots"
         plane.on_learnable = self._wake.set
 
     def start(self) -> None:
-        for job in (self._learner, self._sweeper, self._checkpointer, self._maintenance):
+        jobs = [self._learner, self._sweeper, self._checkpointer, self._maintenance]
+        if self.settings.workers > 1:
+            jobs.append(self._publisher)
+        for job in jobs:
             self._tasks.append(asyncio.create_task(self._guard(job), name=job.__name__))
+
+    def publish_snapshots(self) -> None:
+        """Hand every model that learned since its last snapshot to the serving workers."""
+        with self.plane.store.read() as txn:
+            stale = [
+                s
+                for s in self.plane.states.values()
+                if not snapshots.is_current(snapshots.read(self.plane.store, txn, s.name), s)
+            ]
+        for state in stale:
+            snapshots.publish(self.plane.store, self.snapshots_dir, state)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -67,6 +83,11 @@ class LearningLoop:
             await asyncio.sleep(SWEEP_INTERVAL_S)
             while self.plane.close_windows(now_ms(), limit=500) >= 500:
                 await asyncio.sleep(0)
+
+    async def _publisher(self) -> None:
+        while True:
+            await asyncio.sleep(snapshots.PUBLISH_INTERVAL_S)
+            self.publish_snapshots()
 
     async def _checkpointer(self) -> None:
         while True:

@@ -99,10 +99,12 @@ class CheckpointMeta:
 
 
 class Store:
-    def __init__(self, path: Path, *, sync: bool = False, map_size: int = 1 << 30) -> None:
+    def __init__(self, path: Path, *, sync: bool = False, map_size: int = 1 << 30, owner: bool = True) -> None:
+        """``owner``: the process that learns (one per data directory, enforced with a lock file);
+        serving workers open the same environment without it."""
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._lock = _lock_exclusively(path / "kairos.lock")
+        self._lock = _lock_exclusively(path / "kairos.lock") if owner else None
         self.env = lmdb.open(
             str(path),
             max_dbs=len(_DBS),
@@ -160,7 +162,8 @@ class Store:
 
     def close(self) -> None:
         self.env.close()
-        self._lock.close()
+        if self._lock is not None:
+            self._lock.close()
 
     def size_bytes(self) -> int:
         info = self.env.info()
@@ -179,6 +182,13 @@ class Store:
 
     def _bump_decision_points_version(self, txn: Txn) -> None:
         txn.put(b"decision_points_version", str(self.decision_points_version(txn) + 1).encode(), db=self.db["meta"])
+
+    def get_meta(self, txn: Txn, key: bytes) -> bytes | None:
+        value: bytes | None = txn.get(key, db=self.db["meta"])
+        return value
+
+    def put_meta(self, txn: Txn, key: bytes, value: bytes) -> None:
+        txn.put(key, value, db=self.db["meta"])
 
     def decision_points_version(self, txn: Txn) -> int:
         """Changes whenever a decision point is written or deleted: other processes reload on change."""

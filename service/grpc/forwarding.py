@@ -1,0 +1,81 @@
+"""Servicers of a serving worker: Rank locally, everything else passed through to the learning process."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from policies.features import UnknownNamespace
+from service._pb.kairos.v1 import admin_service_pb2, admin_service_pb2_grpc, decision_service_pb2_grpc
+from service.errors import KairosError
+from service.grpc import converters
+from service.grpc.servicers import ForwardedError, rpc
+from service.metrics import RpcMetrics
+from service.plane import DecisionPlane
+from service.replica import Replica
+
+
+async def forward(call: Callable[..., Awaitable[Any]], request: Any, context: grpc.aio.ServicerContext) -> Any:
+    remaining = context.time_remaining()
+    try:
+        return await call(request, timeout=remaining if remaining is not None else 30.0)
+    except grpc.aio.AioRpcError as err:
+        trailers = tuple(err.trailing_metadata() or ())
+        raise ForwardedError(err.code(), err.details() or "", trailers) from None
+
+
+class ForwardingDecisionServicer(decision_service_pb2_grpc.DecisionServiceServicer):
+    def __init__(
+        self,
+        plane: DecisionPlane,
+        replica: Replica,
+        ready: Callable[[], bool],
+        metrics: RpcMetrics,
+        primary: grpc.aio.Channel,
+    ) -> None:
+        self.plane, self.replica, self.ready, self.metrics = plane, replica, ready, metrics
+        self.primary = decision_service_pb2_grpc.DecisionServiceStub(primary)
+
+    @rpc("Rank")
+    async def Rank(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        for first_try in (True, False):
+            try:
+                return converters.rank_response(self.plane.rank(converters.rank_input(request)))
+            except UnknownNamespace:
+                # Only the learning process indexes new namespaces; once it has, this worker ranks them too.
+                return await forward(self.primary.Rank, request, context)
+            except KairosError as error:
+                if error.reason != "DECISION_POINT_NOT_FOUND" or not first_try:
+                    raise
+                self.replica.refresh()  # created a moment ago through another process?
+        raise AssertionError("unreachable")
+
+    @rpc("Reward")
+    async def Reward(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await forward(self.primary.Reward, request, context)
+
+    @rpc("Activate")
+    async def Activate(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await forward(self.primary.Activate, request, context)
+
+
+def forwarding_admin_servicer(
+    ready: Callable[[], bool], metrics: RpcMetrics, primary: grpc.aio.Channel
+) -> admin_service_pb2_grpc.AdminServiceServicer:
+    """An AdminService whose every method is the learning process's (it owns the decision points)."""
+    stub = admin_service_pb2_grpc.AdminServiceStub(primary)
+    methods: dict[str, Any] = {"ready": staticmethod(ready), "metrics": metrics}
+    for method in admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].methods:
+
+        def make(name: str) -> Any:
+            async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+                return await forward(getattr(stub, name), request, context)
+
+            return rpc(name)(handler)
+
+        methods[method.name] = make(method.name)
+    cls = type("ForwardingAdminServicer", (admin_service_pb2_grpc.AdminServiceServicer,), methods)
+    servicer: admin_service_pb2_grpc.AdminServiceServicer = cls()
+    return servicer
