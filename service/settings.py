@@ -31,7 +31,7 @@ class Settings:
     """Directory of the LMDB database and model checkpoints."""
     workers: int = 1
     """Serving processes. 1: one process serves and learns. N > 1: N worker processes share the port
-    (SO_REUSEPORT) and answer Rank from model snapshots the learning process publishes every 0.5 s;
+    (SO_REUSEPORT) and answer Rank from model snapshots the learning process publishes every second;
     Reward, Activate and Admin calls pass through to the learning process."""
     config: Path | None = None
     """TOML file declaring decision points (and [server] settings), applied at every start."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from service.learning.models import ModelState
 from service.store.lmdb_store import Store, Txn
 
-PUBLISH_INTERVAL_S = 0.5
+PUBLISH_INTERVAL_S = 1.0
 KEPT = 3  # a worker may still be reading the previous file
 
 

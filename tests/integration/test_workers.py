@@ -48,7 +48,7 @@ def test_workers_serve_learn_and_pass_through(make_server: Callable[..., Running
         )
         value = 1.0 if response.ranking[0].action_id == segment_best[segment] else 0.0
         stub.Reward(dpb.RewardRequest(decision_point="demo", event_id=response.event_id, value=value))
-    time.sleep(1.5)  # the learner publishes a snapshot at least every 0.5 s
+    time.sleep(2.5)  # the learner publishes a snapshot at least every second
     admin = agrpc.AdminServiceStub(links[0])
     stats = admin.GetStats(apb.GetStatsRequest(decision_point="demo"))
     assert (stats.ranks, stats.rewards, stats.learned) == (300, 300, 300)
