@@ -457,8 +457,11 @@ class DecisionPlane:
     def get_decision_point(self, name: str) -> DecisionPointRecord:
         return self._state(name).record
 
-    def list_decision_points(self) -> list[DecisionPointRecord]:
-        return [self.states[name].record for name in sorted(self.states)]
+    def list_decision_points(self, page_size: int = 100, after: str = "") -> tuple[list[DecisionPointRecord], str]:
+        """Decision points by name, those after ``after``; the second value is the next page's ``after``."""
+        names = [name for name in sorted(self.states) if name > after]
+        page = names[: max(page_size, 1)]
+        return [self.states[name].record for name in page], (page[-1] if len(names) > len(page) else "")
 
     def update_decision_point(self, config: DecisionPointConfig, reset_model: bool = False) -> DecisionPointRecord:
         """Change a decision point. Learner changes that keep the model's shape (epsilon, gamma_scale,

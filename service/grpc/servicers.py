@@ -112,10 +112,7 @@ class AdminServicer(_Base, admin_grpc.AdminServiceServicer):
 
     @rpc("ListDecisionPoints")
     async def ListDecisionPoints(self, request: admin_pb.ListDecisionPointsRequest, context: Any) -> Any:
-        size = request.page_size if request.page_size > 0 else 100
-        records = [r for r in self.plane.list_decision_points() if r.config.name > request.page_token]
-        page = records[:size]
-        token = page[-1].config.name if len(records) > size else ""
+        page, token = self.plane.list_decision_points(request.page_size or 100, request.page_token)
         return admin_pb.ListDecisionPointsResponse(
             decision_points=[converters.decision_point_pb(r) for r in page], next_page_token=token
         )
