@@ -54,14 +54,17 @@ class Replica:
             record = replace(raw, namespaces=raw.namespaces.copy(frozen=True))
             state = self.plane.states.get(name)
             args = record.config.learner.vw_args(record.namespaces)
-            if state is None or state.record.generation != record.generation or state.policy.args != args:
+            if state is None or state.record.generation != record.generation:
                 # A new decision point or model generation: untrained until its first snapshot arrives.
                 if state is not None:
                     state.policy.close()
                 self.plane.states[name] = ModelState(record=record, policy=VWPolicy(args), applied_seq=0, next_seq=0)
                 self._loaded.pop(name, None)
-            else:
-                state.record = record
+                continue
+            if state.policy.args != args:
+                # Same generation, new options of the same shape: reload the current snapshot under them.
+                self._loaded.pop(name, None)
+            state.record = record
 
     def _load(self, state: ModelState, meta: snapshots.SnapshotMeta) -> None:
         path = self.snapshots_dir / state.name / meta.file

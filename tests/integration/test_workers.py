@@ -59,6 +59,19 @@ def test_workers_serve_learn_and_pass_through(make_server: Callable[..., Running
         assert response.model_version == "1.300"
         assert max(response.ranking, key=lambda r: r.probability).action_id == "offer-1"
 
+    # A learner change that keeps the model's shape keeps what every worker learned.
+    admin.UpdateDecisionPoint(
+        apb.UpdateDecisionPointRequest(
+            decision_point=tpb.DecisionPoint(name="demo", learning=tpb.LearningOptions(learning_rate=0.2))
+        )
+    )
+    time.sleep(1.0)
+    for link in links:
+        response = dgrpc.DecisionServiceStub(link).Rank(
+            dpb.RankRequest(decision_point="demo", context=[group("user", seg="b")], actions=offers(5))
+        )
+        assert max(response.ranking, key=lambda r: r.probability).action_id == "offer-3"
+
     # Errors from the learning process arrive unchanged, ErrorInfo included.
     with pytest.raises(grpc.RpcError) as caught:
         dgrpc.DecisionServiceStub(links[1]).Reward(dpb.RewardRequest(decision_point="demo", event_id="x", value=1))
