@@ -106,3 +106,24 @@ def test_dead_worker_is_replaced_and_stop_is_clean(make_server: Callable[..., Ru
     for pid in pids:  # the workers are gone (or zombies awaiting their exited parent's reaper)
         stat = Path(f"/proc/{pid}/stat")
         assert not stat.exists() or stat.read_text().split()[2] == "Z"
+
+
+def test_workers_die_with_a_killed_learner_and_restart_cleanly(make_server: Callable[..., RunningServer]) -> None:
+    server = make_server("--workers", "2").start()
+    event = dgrpc.DecisionServiceStub(channels(server, 1)[0]).Rank(
+        dpb.RankRequest(decision_point="demo", actions=offers(2))
+    )
+    pids = worker_pids(server)
+    server.kill9()
+    deadline = time.monotonic() + 20
+    while any(
+        Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z" for pid in pids
+    ):
+        assert time.monotonic() < deadline, "workers outlived their learning process"
+        time.sleep(0.1)
+    server.start()
+    again = dgrpc.DecisionServiceStub(channels(server, 1)[0]).Rank(
+        dpb.RankRequest(decision_point="demo", actions=offers(2), event_id=event.event_id)
+    )
+    assert again == event  # the acknowledged decision survived
+    assert server.stop() == 0
