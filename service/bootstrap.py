@@ -78,6 +78,8 @@ async def serve(settings: Settings, declared: list[DecisionPointConfig]) -> None
 
     # Loading replays the journal; do it before SERVING so health tells the truth.
     plane.load_all()
+    while plane.learn_pending(256):  # replay the journal after each checkpoint, yielding to health checks
+        await asyncio.sleep(0)
     apply_declared(plane, declared, settings.demo)
     loop = LearningLoop(plane, settings)
     pool = None

@@ -148,6 +148,7 @@ class DecisionPlane:
         self.on_learnable: Callable[[], None] = lambda: None
 
     def load_all(self) -> None:
+        """Load every decision point's newest valid checkpoint; the journal after it waits in the backlog."""
         with self.store.read() as txn:
             records = self.store.load_decision_points(txn)
         for name, record in records.items():

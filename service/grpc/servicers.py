@@ -15,7 +15,7 @@ from service._pb.kairos.v1 import admin_service_pb2 as admin_pb
 from service._pb.kairos.v1 import admin_service_pb2_grpc as admin_grpc
 from service._pb.kairos.v1 import decision_service_pb2 as decision_pb
 from service._pb.kairos.v1 import decision_service_pb2_grpc as decision_grpc
-from service.errors import Code, KairosError
+from service.errors import Code, KairosError, invalid
 from service.grpc import converters
 from service.grpc.errors import status_of
 from service.metrics import RpcMetrics
@@ -112,6 +112,8 @@ class AdminServicer(_Base, admin_grpc.AdminServiceServicer):
 
     @rpc("ListDecisionPoints")
     async def ListDecisionPoints(self, request: admin_pb.ListDecisionPointsRequest, context: Any) -> Any:
+        if request.page_size < 0:
+            raise invalid("INVALID_PAGE_SIZE", "page_size must not be negative (0 means the default, 100)")
         page, token = self.plane.list_decision_points(request.page_size or 100, request.page_token)
         return admin_pb.ListDecisionPointsResponse(
             decision_points=[converters.decision_point_pb(r) for r in page], next_page_token=token

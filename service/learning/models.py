@@ -101,24 +101,17 @@ def load(store: Store, models_dir: Path, record: DecisionPointRecord) -> ModelSt
         checkpoint_seq=start.seq if start else record.base_seq,
         checkpoint_ms=start.created_ms if start else 0,
     )
-    replayed = replay(store, state)
+    # What was learned after the checkpoint is learned again, in order; the caller drains the backlog
+    # (in slices, so the server can answer health checks meanwhile) before it serves.
+    with store.read() as txn:
+        state.backlog.extend(store.journal_after(txn, name, state.applied_seq))
     log.info(
         "model_loaded",
         decision_point=name,
-        model_version=state.model_version,
         checkpoint=start.file if start else None,
-        replayed=replayed,
+        to_replay=len(state.backlog),
     )
     return state
-
-
-def replay(store: Store, state: ModelState) -> int:
-    with store.read() as txn:
-        entries = list(store.journal_after(txn, state.name, state.applied_seq))
-    state.backlog.clear()
-    for entry in entries:
-        learn(store, state, entry)
-    return len(entries)
 
 
 def learn(store: Store, state: ModelState, entry: JournalEntry) -> None:
