@@ -66,6 +66,9 @@ async def serve(settings: Settings, primary_address: str, ready_file: Path) -> N
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    gc.collect()
+    gc.freeze()
+    ready = True  # everything is loaded: accept calls from the first connection on
     await server.start()
 
     async def follow() -> None:
@@ -77,9 +80,6 @@ async def serve(settings: Settings, primary_address: str, ready_file: Path) -> N
                 log.exception("refresh_failed")
 
     follower = asyncio.create_task(follow())
-    gc.collect()
-    gc.freeze()
-    ready = True
     await grpc_server.set_serving(health, True)
     ready_file.write_text(f"{port}\n")
     log.info("worker_serving", port=port)
