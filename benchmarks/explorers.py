@@ -138,6 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=8000)
     parser.add_argument("--quick", action="store_true", help="1 seed, 3000 rounds")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="writes explorers.json here")
+    parser.add_argument(
+        "--min-default-share",
+        type=float,
+        default=0.0,
+        help="exit 1 if the default configuration reaches less than this share of the oracle "
+        "over the last quarter (CI uses a generous margin)",
+    )
     args = parser.parse_args(argv)
     seeds, rounds = (1, 3000) if args.quick else (args.seeds, args.rounds)
     best = sum(oracle(s, rounds) for s in range(seeds)) / seeds
@@ -165,6 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "explorers.json").write_text(
         json.dumps({"oracle": best, "seeds": seeds, "rounds": rounds, "results": results}, indent=2)
     )
+    label = next(c.label for c in configs() if c.options == LearnerOptions())  # what a new decision point gets
+    share = float(next(r["share_of_oracle"] for r in results if r["config"] == label))
+    if share < args.min_default_share:
+        print(
+            f"FAIL: the default ({label}) reached {share:.0%} of the oracle, below {args.min_default_share:.0%}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
