@@ -68,6 +68,10 @@ class DecisionPointRecord:
     generation: int = 1
     base_seq: int = 0  # journal position where this generation's model started
 
+    def vw_args(self) -> list[str]:
+        """The VW command line of this decision point's model."""
+        return self.config.learner.vw_args(self.namespaces)
+
     def encode(self) -> bytes:
         return json.dumps(
             {

@@ -7,7 +7,6 @@ only bumps dictionary entries.
 from __future__ import annotations
 
 import bisect
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
@@ -70,7 +69,3 @@ def render(rpc: RpcMetrics, gauges: Callable[[], list[Gauge]]) -> str:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
         lines += [f"{name}{_labels(labels)} {value:g}" for labels, value in samples]
     return "\n".join(lines) + "\n"
-
-
-def now() -> float:
-    return time.time()

@@ -447,7 +447,7 @@ class DecisionPlane:
 
     def _new_policy(self, record: DecisionPointRecord, model: bytes | None = None) -> VWPolicy:
         try:
-            return VWPolicy(record.config.learner.vw_args(record.namespaces), model=model)
+            return VWPolicy(record.vw_args(), model=model)
         except (OptionsError, FeatureError) as err:
             raise invalid("INVALID_LEARNER_OPTIONS", str(err)) from None
         except PolicyError as err:
@@ -588,9 +588,6 @@ class DecisionPlane:
         if gone:
             self.store.write(commit)
         return len(gone)
-
-    def backlog(self) -> int:
-        return sum(len(state.backlog) for state in self.states.values())
 
     def checkpoint_all(self, force: bool = False) -> None:
         for state in list(self.states.values()):

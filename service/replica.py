@@ -53,7 +53,7 @@ class Replica:
         for name, raw in records.items():
             record = replace(raw, namespaces=raw.namespaces.copy(frozen=True))
             state = self.plane.states.get(name)
-            args = record.config.learner.vw_args(record.namespaces)
+            args = record.vw_args()
             if state is None or state.record.generation != record.generation:
                 # A new decision point or model generation: untrained until its first snapshot arrives.
                 if state is not None:
@@ -77,7 +77,3 @@ class Replica:
         state.policy = policy
         state.learned = meta.learned
         self._loaded[state.name] = meta.file
-
-    def ready(self) -> bool:
-        """Every decision point has a model: its snapshot, or an untrained one before the first."""
-        return self._version >= 0

@@ -84,7 +84,7 @@ def explorer(exploration: types_pb.Exploration) -> Explorer:
     kind = exploration.WhichOneof("policy")
     default = Explorer()
     if kind == "epsilon_greedy":
-        return Explorer(kind="epsilon_greedy", epsilon=exploration.epsilon_greedy.epsilon or 0.2)
+        return Explorer(kind="epsilon_greedy", epsilon=exploration.epsilon_greedy.epsilon or default.epsilon)
     if kind == "square_cb":
         return Explorer(kind="square_cb", gamma_scale=exploration.square_cb.gamma_scale or default.gamma_scale)
     if kind == "reg_cb":
@@ -93,10 +93,12 @@ def explorer(exploration: types_pb.Exploration) -> Explorer:
         return Explorer(kind="bag", bag_size=exploration.bag.size or default.bag_size, epsilon=exploration.bag.epsilon)
     if kind == "cover":
         return Explorer(
-            kind="cover", cover_size=exploration.cover.size or default.cover_size, psi=exploration.cover.psi or 1.0
+            kind="cover",
+            cover_size=exploration.cover.size or default.cover_size,
+            psi=exploration.cover.psi or default.psi,
         )
     if kind == "softmax":
-        return Explorer(kind="softmax", softmax_lambda=exploration.softmax.__getattribute__("lambda") or 1.0)
+        return Explorer(kind="softmax", softmax_lambda=getattr(exploration.softmax, "lambda") or default.softmax_lambda)
     return default
 
 

@@ -60,7 +60,7 @@ class ModelState:
         return f"{self.record.generation}.{self.learned}"
 
     def vw_args(self) -> list[str]:
-        return self.record.config.learner.vw_args(self.record.namespaces)
+        return self.record.vw_args()
 
 
 def _checkpoint_path(models_dir: Path, name: str, generation: int, seq: int) -> Path:
@@ -70,7 +70,7 @@ def _checkpoint_path(models_dir: Path, name: str, generation: int, seq: int) -> 
 def load(store: Store, models_dir: Path, record: DecisionPointRecord) -> ModelState:
     """The newest valid checkpoint of the current generation, plus a replay of the journal after it."""
     name = record.config.name
-    args = record.config.learner.vw_args(record.namespaces)
+    args = record.vw_args()
     with store.read() as txn:
         metas = store.checkpoints(txn, name, record.generation)
         last_seq = store.last_journal_seq(txn, name)
