@@ -32,6 +32,7 @@ from policies.vw import PolicyError, VWPolicy
 from service.domain import (
     EXPIRED,
     LEARNING,
+    LINE_KEY_BYTES,
     MAX_ID_BYTES,
     MAX_REWARD_WAIT_MS,
     MIN_REWARD_WAIT_MS,
@@ -143,7 +144,7 @@ class DecisionPlane:
         self.models_dir = models_dir
         self.limits = limits or Limits()
         self.states: dict[str, ModelState] = {}
-        self._action_lines: dict[str, LRU[bytes, tuple[str, int, str]]] = {}
+        self._action_lines: dict[str, LRU[bytes, tuple[str, int, bytes]]] = {}
         # Called after a commit made events learnable; the learning loop sets it.
         self.on_learnable: Callable[[], None] = lambda: None
 
@@ -182,7 +183,8 @@ class DecisionPlane:
                 f"the request has {features} features; at most {self.limits.max_features} are allowed",
                 limit=str(self.limits.max_features),
             )
-        fingerprint = f"{zlib.crc32(shared.encode()):08x}{zlib.crc32(''.join(keys).encode()):08x}"
+        line_keys = b"".join(keys)
+        fingerprint = f"{zlib.crc32(shared.encode()):08x}{zlib.crc32(line_keys.hex().encode()):08x}"
 
         if request.event_id:
             with self.store.read() as txn:
@@ -205,7 +207,7 @@ class DecisionPlane:
             shared=shared,
             action_ids=[c.id for c in candidates],
             line_day=line_day,
-            line_keys=keys,
+            line_keys=line_keys,
             order=list(ranking.order),
             probabilities=list(ranking.probabilities),
             model_version=state.model_version,
@@ -262,19 +264,19 @@ class DecisionPlane:
 
     def _encode_actions(
         self, name: str, candidates: Sequence[RankCandidate], table: NamespaceTable
-    ) -> tuple[list[str], list[str], int]:
+    ) -> tuple[list[str], list[bytes], int]:
         """Each candidate's VW line and line key, and the number of features; from the cache when the
         same action came before."""
         cache = self._action_lines.setdefault(name, LRU(ACTION_LINE_CACHE))
         lines: list[str] = []
-        keys: list[str] = []
+        keys: list[bytes] = []
         features = 0
         for candidate in candidates:
             cache_key = candidate.cache_key
             encoded = cache.get(cache_key) if cache_key else None
             if encoded is None:
                 line = action_line(candidate, table)
-                line_key = hashlib.blake2b(line.encode(), digest_size=8).hexdigest()
+                line_key = hashlib.blake2b(line.encode(), digest_size=LINE_KEY_BYTES).digest()
                 encoded = (line, sum(len(g.features) for g in candidate.features), line_key)
                 if cache_key:
                     cache.put(cache_key, encoded)

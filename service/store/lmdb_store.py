@@ -263,12 +263,12 @@ class Store:
 
     # -- action lines -------------------------------------------------------
 
-    def new_lines(self, day: int, keys: list[str], lines: list[str]) -> list[tuple[bytes, str]]:
+    def new_lines(self, day: int, keys: list[bytes], lines: list[str]) -> list[tuple[bytes, str]]:
         """The (table key, line) pairs not yet known to be stored under ``day``."""
         prefix = _U32.pack(day)
         found = []
         for key, line in zip(keys, lines, strict=True):
-            table_key = prefix + bytes.fromhex(key)
+            table_key = prefix + key
             if self._stored_lines.get(table_key) is None:
                 found.append((table_key, line))
         return found
@@ -285,7 +285,7 @@ class Store:
     def lines_of(self, txn: Txn, decision: Decision) -> list[str]:
         prefix = _U32.pack(decision.line_day)
         db = self.db["lines"]
-        found = [txn.get(prefix + bytes.fromhex(key), db=db) for key in decision.line_keys]
+        found = [txn.get(prefix + decision.line_key(i), db=db) for i in range(len(decision.action_ids))]
         if any(line is None for line in found):
             raise KeyError(f"action lines of event {decision.event_id!r} are missing")
         return [line.decode() for line in found]

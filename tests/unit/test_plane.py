@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,7 +36,19 @@ def plane(tmp_path: Path) -> Iterator[DecisionPlane]:
 
 
 def test_decision_codec_round_trip() -> None:
-    decision = Decision("é\n|", 1, 2, "shared |", ["a"], 20411, ["00ff"], [0], [1.0], "1.0", "ff", subject_id="s")
+    keys = bytes(range(8))
+    decision = Decision("é\n|", 1, 2, "shared |", ["a"], 20411, keys, [0], [1.0], "1.0", "ff", subject_id="s")
+    assert Decision.decode(decision.encode()) == decision
+
+
+def test_decision_reads_the_earlier_all_text_format() -> None:
+    earlier = [
+        "e", 1, 2, "shared |", ["a", "b"], 20411, ["0001020304050607", "08090a0b0c0d0e0f"],
+        [1, 0], [0.25, 0.75], "1.0", "ff", False, False, "open", None, [], "",
+    ]  # fmt: skip
+    decision = Decision.decode(json.dumps(earlier).encode())
+    assert (decision.line_key(0), decision.line_key(1)) == (bytes(range(8)), bytes(range(8, 16)))
+    assert decision.probabilities == [0.25, 0.75]
     assert Decision.decode(decision.encode()) == decision
 
 
