@@ -122,10 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     log_setup.configure(settings.log_format, settings.log_level)
     from service import bootstrap
     from service.store.lmdb_store import DataDirError
+    from service.tokens import SecurityConfigError
 
     try:
         bootstrap.run(settings, config)
-    except DataDirError as err:
+    except (DataDirError, SecurityConfigError) as err:
         print(f"kairos: {err}", file=sys.stderr)
         return 2
     except OSError as err:

@@ -538,6 +538,9 @@ class DecisionPlane:
         self._start_generation(state, state.record, model)
         return state.model_version
 
+    def model_version(self, name: str) -> str:
+        return self._state(name).model_version
+
     def export_model(self, name: str) -> tuple[bytes, str]:
         state = self._state(name)
         return state.policy.to_bytes(), state.model_version
