@@ -216,6 +216,8 @@ class DecisionPlane:
         pending = _Pending()
         pending.deltas["ranks"] += 1
         pending.deltas["open_events"] += 1
+        if ranking.probabilities[ranking.order[0]] < max(ranking.probabilities):
+            pending.deltas["explored"] += 1  # the action shown is not among the model's most likely
         namespaces_grew = len(table.indices) != known_namespaces
 
         def commit(txn: Txn) -> Decision | None:
