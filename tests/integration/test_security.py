@@ -218,3 +218,34 @@ def rank_over_tls(port: int, ca: Path, client: tuple[Path, Path] | None) -> str:
         except grpc.RpcError as err:
             return str(err.code().name)
     return "OK"
+
+
+@pytest.mark.parametrize(
+    ("call", "reason"),
+    [
+        ("rank_event", "INVALID_EVENT_ID"),
+        ("rank_subject", "INVALID_SUBJECT_ID"),
+        ("reward_event", "INVALID_EVENT_ID"),
+        ("reward_id", "INVALID_REWARD_ID"),
+        ("admin_name", "INVALID_DECISION_POINT_NAME"),
+        ("export_name", "INVALID_DECISION_POINT_NAME"),
+    ],
+)
+def test_ids_that_could_break_keys_paths_or_logs_are_refused(server: RunningServer, call: str, reason: str) -> None:
+    hostile = {
+        "rank_event": lambda: server.decisions.Rank(rank_request(2, event_id="evt\x00../x")),
+        "rank_subject": lambda: server.decisions.Rank(rank_request(2, subject_id="cust\u202e1\n")),
+        "reward_event": lambda: server.decisions.Reward(
+            dpb.RewardRequest(decision_point="demo", event_id="a\nb", value=1.0)
+        ),
+        "reward_id": lambda: server.decisions.Reward(
+            dpb.RewardRequest(decision_point="demo", event_id="e", reward_id="r\r\n", value=1.0)
+        ),
+        "admin_name": lambda: server.admin.GetDecisionPoint(apb.GetDecisionPointRequest(name="../../etc/passwd")),
+        "export_name": lambda: server.admin.ExportModel(apb.ExportModelRequest(name="demo/../../x")),
+    }
+    error = refused(hostile[call])
+    assert (error.code(), error_reason(error)) == (grpc.StatusCode.INVALID_ARGUMENT, reason)
+    details = error.details() or ""
+    assert "Traceback" not in details and str(server.data_dir) not in details and "/" + "tmp" not in details
+    server.decisions.Rank(rank_request(2, event_id="évt 1", subject_id="Zoë"))  # any script and spaces are fine
