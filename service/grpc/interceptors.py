@@ -61,6 +61,9 @@ class CallLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
+            # Request-scoped context: every line logged while serving this call names it (each call
+            # runs in its own task, so this never leaks into another call).
+            structlog.contextvars.bind_contextvars(rpc=name)
             response = None
             raised = True
             try:

@@ -114,11 +114,18 @@ def test_tokens_scopes_audit_and_no_secrets_in_logs(
     assert (probe.returncode, probe.stdout.strip()) == (0, "SERVING")
     assert server.stop() == 0
     log = server.log()
-    assert "authentication is on" in log
-    assert '"caller": "ops"' in log or "caller=ops" in log  # the canonical line names the token, not its value
-    assert '"event": "audit"' in log or "audit " in log
     for token in tokens.values():
         assert token not in log
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]  # JSON off a terminal
+    assert any(line["event"] == "authentication is on" for line in lines)
+    calls = [line for line in lines if line["event"] == "rpc"]
+    ranked = next(line for line in calls if line["method"] == "Rank" and line["status"] == "OK")
+    assert ranked["caller"] == "web" and ranked["decision_point"] == "demo" and len(ranked["event_id"]) == 32
+    assert ranked["peer"].startswith("ipv4:127.0.0.1:") and ranked["ms"] > 0
+    assert {line["status"] for line in calls} >= {"OK", "UNAUTHENTICATED", "PERMISSION_DENIED"}
+    audit = next(line for line in lines if line["event"] == "audit")
+    assert (audit["actor"], audit["action"]) == ("ops", "UpdateDecisionPoint")
+    assert audit["after"]["reward_wait_ms"] == 120_000
 
 
 def test_audit_records_survive_restart_and_page(
@@ -249,3 +256,14 @@ def test_ids_that_could_break_keys_paths_or_logs_are_refused(server: RunningServ
     details = error.details() or ""
     assert "Traceback" not in details and str(server.data_dir) not in details and "/" + "tmp" not in details
     server.decisions.Rank(rank_request(2, event_id="évt 1", subject_id="Zoë"))  # any script and spaces are fine
+
+
+def test_reflection_can_be_switched_off(make_server: Callable[..., RunningServer]) -> None:
+    server = make_server("--no-reflection").start()
+    assert server.channel is not None
+    listing = reflection_pb2_grpc.ServerReflectionStub(server.channel).ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+    )
+    error = refused(lambda: list(listing))
+    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert server.decisions.Rank(rank_request(2)).ranking
