@@ -267,3 +267,19 @@ def test_reflection_can_be_switched_off(make_server: Callable[..., RunningServer
     error = refused(lambda: list(listing))
     assert error.code() == grpc.StatusCode.UNIMPLEMENTED
     assert server.decisions.Rank(rank_request(2)).ranking
+
+
+def test_config_file_changes_are_audited(make_server: Callable[..., RunningServer], tmp_path: Path) -> None:
+    config = tmp_path / "kairos.toml"
+    config.write_text('[[decision_points]]\nname = "homepage"\nreward_wait = "30s"\n')
+    server = make_server("--config", str(config)).start()
+    assert server.stop() == 0
+    config.write_text('[[decision_points]]\nname = "homepage"\nreward_wait = "45s"\n')
+    server.start()
+    records = server.admin.ListAuditRecords(apb.ListAuditRecordsRequest()).audit_records
+    homepage = [(r.actor, r.action) for r in records if r.decision_point == "homepage"]
+    assert homepage == [("config-file", "CreateDecisionPoint"), ("config-file", "UpdateDecisionPoint")]
+    change = next(r for r in records if r.action == "UpdateDecisionPoint")
+    assert json.loads(change.before_json)["reward_wait_ms"] == 30_000
+    assert json.loads(change.after_json)["reward_wait_ms"] == 45_000
+    assert server.stop() == 0
