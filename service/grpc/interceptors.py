@@ -25,7 +25,9 @@ KAIROS_PREFIX = "/kairos."
 def _status(context: grpc.aio.ServicerContext, raised: bool) -> str:
     code = context.code()
     if code is None:
-        return "UNKNOWN" if raised else "OK"
+        if not raised:
+            return "OK"
+        return "CANCELLED" if context.cancelled() else "UNKNOWN"
     return code.name if isinstance(code, grpc.StatusCode) else str(code)
 
 
