@@ -4,6 +4,7 @@ server processes."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import subprocess
 import sys
@@ -282,4 +283,24 @@ def test_config_file_changes_are_audited(make_server: Callable[..., RunningServe
     change = next(r for r in records if r.action == "UpdateDecisionPoint")
     assert json.loads(change.before_json)["reward_wait_ms"] == 30_000
     assert json.loads(change.after_json)["reward_wait_ms"] == 45_000
+    assert server.stop() == 0
+
+
+def test_readme_security_example_runs(make_server: Callable[..., RunningServer], tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Security", 1)[1]
+    tokens_text = re.search(r"```text\n(.*?)```", section, re.S)
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert tokens_text and code
+    (tmp_path / "tokens").write_text(tokens_text.group(1))
+    ca = Authority(tmp_path)
+    served = ca.issue("localhost", server=True)
+    server = make_server(
+        "--auth-tokens-file", str(tmp_path / "tokens"),
+        "--tls-cert-file", str(served.cert), "--tls-key-file", str(served.key),
+    ).start()  # fmt: skip
+    example = code.group(1).replace("kairos.example.com:50051", f"127.0.0.1:{server.port}")
+    namespace: dict[str, object] = {}
+    exec(example.replace('"ca.pem"', repr(str(ca.pem.cert))), namespace)
+    assert len(namespace["response"].ranking) == 2  # type: ignore[attr-defined]
     assert server.stop() == 0
