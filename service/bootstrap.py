@@ -64,7 +64,9 @@ def apply_declared(plane: DecisionPlane, declared: list[DecisionPointConfig], de
 async def serve(settings: Settings, declared: list[DecisionPointConfig]) -> None:
     """Serve until SIGTERM/SIGINT. With ``settings.workers > 1`` this process learns and owns the
     decision points, listening on a private socket, while worker processes serve the public port."""
-    table = auth.token_table(settings)  # before anything starts: a configuration error stops here
+    # Configuration errors stop here, before anything starts.
+    table = auth.token_table(settings)
+    auth.server_credentials(settings)
     plane = open_plane(settings)
     ready = False
     rpc_metrics = RpcMetrics()

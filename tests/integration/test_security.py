@@ -169,15 +169,25 @@ def test_workers_enforce_tokens_and_pass_the_caller_on(
     assert server.stop() == 0
 
 
-def test_refuses_to_serve_a_public_host_without_tokens(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--host", "0.0.0.0"], "KAIROS_AUTH_TOKENS_FILE"),
+        (["--auth-tokens", "web serve short"], "at least 16"),
+        (["--tls-cert-file", "server.crt"], "TLS needs both tls_cert_file and tls_key_file"),
+        (["--tls-cert-file", "missing.crt", "--tls-key-file", "missing.key"], "cannot read a TLS file"),
+    ],
+)
+def test_bad_security_settings_stop_the_start(tmp_path: Path, args: list[str], message: str) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve", "--host", "0.0.0.0", "--port", "0", "--data-dir", str(tmp_path)],
+        [sys.executable, "-m", "service.cli", "serve", "--port", "0", "--data-dir", str(tmp_path / "data"), *args],
         capture_output=True,
         text=True,
         timeout=60,
+        cwd=tmp_path,
     )
     assert run.returncode == 2
-    assert "KAIROS_AUTH_TOKENS_FILE" in run.stderr
+    assert message in run.stderr
     assert "Traceback" not in run.stderr
 
 
