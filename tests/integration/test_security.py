@@ -314,3 +314,15 @@ def test_readme_security_example_runs(make_server: Callable[..., RunningServer],
     exec(example.replace('"ca.pem"', repr(str(ca.pem.cert))), namespace)
     assert len(namespace["response"].ranking) == 2  # type: ignore[attr-defined]
     assert server.stop() == 0
+
+
+def test_workers_serve_tls_on_the_public_port(make_server: Callable[..., RunningServer], tmp_path: Path) -> None:
+    ca = Authority(tmp_path)
+    served = ca.issue("localhost", server=True)
+    server = make_server(
+        "--workers", "2", "--tls-cert-file", str(served.cert), "--tls-key-file", str(served.key)
+    ).start()
+    for _ in range(4):  # new connections, spread over both workers
+        assert rank_over_tls(server.port, ca.pem.cert, None) == "OK"
+    assert refused(lambda: server.decisions.Rank(rank_request(3), timeout=5)).code() == grpc.StatusCode.UNAVAILABLE
+    assert server.stop() == 0
