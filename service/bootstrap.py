@@ -12,9 +12,12 @@ from pathlib import Path
 
 import structlog
 
-from service import config_file
+from service import config_file, tokens
+from service.audit import AuditLog
 from service.domain import DecisionPointConfig
+from service.grpc import auth
 from service.grpc import server as grpc_server
+from service.grpc.interceptors import server_interceptors
 from service.http import HttpServer
 from service.learning.loop import LearningLoop
 from service.metrics import RpcMetrics
@@ -25,6 +28,7 @@ from service.workers import WorkerPool
 
 log = structlog.get_logger("kairos")
 DEMO = "demo"
+CONFIG_FILE = "config-file"  # the actor of audit records for changes a config file makes at start
 
 
 def open_plane(settings: Settings) -> DecisionPlane:
@@ -35,11 +39,12 @@ def open_plane(settings: Settings) -> DecisionPlane:
     return DecisionPlane(store, settings.data_dir / "models", limits)
 
 
-def apply_declared(plane: DecisionPlane, declared: list[DecisionPointConfig], demo: bool) -> None:
+def apply_declared(plane: DecisionPlane, declared: list[DecisionPointConfig], demo: bool, audit: AuditLog) -> None:
     """Create or bring in line the decision points of the config file (and the demo one)."""
     for config in declared:
         if config.name not in plane.states:
             plane.create_decision_point(config)
+            audit.record(CONFIG_FILE, "", "CreateDecisionPoint", config.name, None, config.to_dict())
             continue
         current = plane.get_decision_point(config.name).config
         if current != config:
@@ -51,6 +56,7 @@ def apply_declared(plane: DecisionPlane, declared: list[DecisionPointConfig], de
                 model_reset=current.learner != config.learner,
             )
             plane.update_decision_point(config, reset_model=current.learner != config.learner)
+            audit.record(CONFIG_FILE, "", "UpdateDecisionPoint", config.name, current.to_dict(), config.to_dict())
     if demo and DEMO not in plane.states:
         plane.create_decision_point(DecisionPointConfig(name=DEMO))
 
@@ -58,20 +64,27 @@ def apply_declared(plane: DecisionPlane, declared: list[DecisionPointConfig], de
 async def serve(settings: Settings, declared: list[DecisionPointConfig]) -> None:
     """Serve until SIGTERM/SIGINT. With ``settings.workers > 1`` this process learns and owns the
     decision points, listening on a private socket, while worker processes serve the public port."""
+    # Configuration errors stop here, before anything starts.
+    table = auth.token_table(settings)
+    auth.server_credentials(settings)
     plane = open_plane(settings)
     ready = False
     rpc_metrics = RpcMetrics()
     pooled = settings.workers > 1
     private_dir = Path(tempfile.mkdtemp(prefix="kairos-")) if pooled else None
     address = f"unix:{private_dir / 'primary.sock'}" if private_dir else None
-    servicers = grpc_server.serving_servicers(plane, lambda: ready, rpc_metrics)
-    server, health_servicer, port = grpc_server.build(settings, servicers, address=address)
+    audit = AuditLog(plane.store)
+    servicers = grpc_server.serving_servicers(plane, lambda: ready, audit)
+    # In pooled mode only workers reach the private socket: trust the caller address they pass on.
+    interceptors = server_interceptors(settings.rpc_log_sample, rpc_metrics, table, trust_forwarded_peer=pooled)
+    server, health_servicer, port = grpc_server.build(settings, servicers, address=address, interceptors=interceptors)
     public_port = (settings.port or _free_port(settings.host)) if pooled else port
     http = HttpServer(plane, rpc_metrics, lambda: ready)
     http_port = await http.start(settings.host, settings.http_port) if settings.http_port else None
     await grpc_server.set_serving(health_servicer, False)
     await server.start()
     log.info("starting", port=public_port, workers=settings.workers, data_dir=str(settings.data_dir.resolve()))
+    _announce_security(settings, table)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)
@@ -80,7 +93,7 @@ async def serve(settings: Settings, declared: list[DecisionPointConfig]) -> None
     plane.load_all()
     while plane.learn_pending(256):  # replay the journal after each checkpoint, yielding to health checks
         await asyncio.sleep(0)
-    apply_declared(plane, declared, settings.demo)
+    apply_declared(plane, declared, settings.demo, audit)
     loop = LearningLoop(plane, settings)
     pool = None
     if private_dir is not None and address is not None:
@@ -116,6 +129,19 @@ async def serve(settings: Settings, declared: list[DecisionPointConfig]) -> None
     if private_dir is not None:
         shutil.rmtree(private_dir, ignore_errors=True)
     log.info("stopped")
+
+
+def _announce_security(settings: Settings, table: tokens.TokenTable | None) -> None:
+    tls = "mutual" if settings.tls_client_ca_file else "on" if settings.tls_cert_file else "off"
+    if table is None:
+        log.warning(
+            "authentication is OFF: any caller that reaches the port may rank and administer; "
+            "set auth_tokens_file (KAIROS_AUTH_TOKENS_FILE) to require bearer tokens",
+            host=settings.host,
+            tls=tls,
+        )
+    else:
+        log.info("authentication is on", tokens=len(table), tls=tls)
 
 
 def _free_port(host: str) -> int:

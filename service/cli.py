@@ -57,6 +57,9 @@ def _health_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     health.add_argument("--host", default="127.0.0.1")
     health.add_argument("--port", type=int, default=None, help="default: KAIROS_PORT or 50051")
     health.add_argument("--timeout", type=float, default=3.0, help="seconds")
+    health.add_argument("--ca-file", type=Path, help="speak TLS, trusting the server certificates this PEM CA signed")
+    health.add_argument("--cert-file", type=Path, help="PEM client certificate, for a server requiring mutual TLS")
+    health.add_argument("--key-file", type=Path, help="PEM private key of --cert-file")
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -75,7 +78,15 @@ def _health(args: argparse.Namespace) -> int:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     port = args.port or settings_module.load().port
-    with grpc.insecure_channel(f"{args.host}:{port}") as channel:
+    target = f"{args.host}:{port}"
+    if args.ca_file:
+        key = args.key_file.read_bytes() if args.key_file else None
+        cert = args.cert_file.read_bytes() if args.cert_file else None
+        credentials = grpc.ssl_channel_credentials(args.ca_file.read_bytes(), private_key=key, certificate_chain=cert)
+        channel = grpc.secure_channel(target, credentials)
+    else:
+        channel = grpc.insecure_channel(target)
+    with channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
         except grpc.RpcError as err:
@@ -122,10 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     log_setup.configure(settings.log_format, settings.log_level)
     from service import bootstrap
     from service.store.lmdb_store import DataDirError
+    from service.tokens import SecurityConfigError
 
     try:
         bootstrap.run(settings, config)
-    except DataDirError as err:
+    except (DataDirError, SecurityConfigError) as err:
         print(f"kairos: {err}", file=sys.stderr)
         return 2
     except OSError as err:

@@ -12,6 +12,7 @@ from service.plane import DecisionPlane, Stats
 
 MAX_HEADER_BYTES = 8192
 READ_TIMEOUT_S = 5.0
+COUNTER_HELP = {"explored": "Ranks whose shown action was not among the model's most likely (exploration)."}
 
 
 def version() -> str:
@@ -33,12 +34,27 @@ def gauges(plane: DecisionPlane) -> list[metrics.Gauge]:
         ("kairos_build_info", "gauge", "Kairos version.", [([("version", version())], 1.0)]),
         ("kairos_lmdb_size_bytes", "gauge", "Bytes used in the LMDB file.", [([], float(plane.store.size_bytes()))]),
     ]
-    for counter in ("ranks", "rewards", "late_rewards", "duplicate_rewards", "default_rewards", "expired_events"):
+    for counter in (
+        "ranks",
+        "rewards",
+        "late_rewards",
+        "duplicate_rewards",
+        "default_rewards",
+        "expired_events",
+        "explored",
+    ):
         samples = [([("decision_point", s.decision_point)], float(s.counters[counter])) for s in stats]
-        found.append((f"kairos_{counter}_total", "counter", f"{counter.replace('_', ' ').capitalize()}.", samples))
+        help_text = COUNTER_HELP.get(counter, f"{counter.replace('_', ' ').capitalize()}.")
+        found.append((f"kairos_{counter}_total", "counter", help_text, samples))
     found += [
         ("kairos_learned_total", "counter", "Events the model has learned.", per_dp(lambda s: s.learned)),
         ("kairos_average_reward", "gauge", "Mean reward of learned events.", per_dp(lambda s: s.average_reward)),
+        (
+            "kairos_exploration_share",
+            "gauge",
+            "Share of ranks whose shown action was not among the model's most likely (0 before any rank).",
+            per_dp(lambda s: s.counters["explored"] / s.counters["ranks"] if s.counters["ranks"] else 0.0),
+        ),
         (
             "kairos_open_events",
             "gauge",

@@ -24,17 +24,18 @@ def _escape(value: str) -> str:
 
 
 class RpcMetrics:
-    """Calls per method and status, and a latency histogram per method."""
+    """Calls per method and status, and a latency histogram per method and status."""
 
     def __init__(self) -> None:
         self.calls: dict[tuple[str, str], int] = defaultdict(int)
-        self.buckets: dict[str, list[int]] = defaultdict(lambda: [0] * (len(BUCKETS) + 1))
-        self.sums: dict[str, float] = defaultdict(float)
+        self.buckets: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * (len(BUCKETS) + 1))
+        self.sums: dict[tuple[str, str], float] = defaultdict(float)
 
     def observe(self, method: str, status: str, seconds: float) -> None:
-        self.calls[(method, status)] += 1
-        self.buckets[method][bisect.bisect_left(BUCKETS, seconds)] += 1
-        self.sums[method] += seconds
+        key = (method, status)
+        self.calls[key] += 1
+        self.buckets[key][bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.sums[key] += seconds
 
     def render(self) -> list[str]:
         lines = [
@@ -47,16 +48,15 @@ class RpcMetrics:
             "# HELP kairos_rpc_duration_seconds Server-side latency of gRPC calls.",
             "# TYPE kairos_rpc_duration_seconds histogram",
         ]
-        for method, counts in sorted(self.buckets.items()):
+        for (method, status), counts in sorted(self.buckets.items()):
+            series = [("method", method), ("status", status)]
             cumulative = 0
             for bound, count in zip((*BUCKETS, float("inf")), counts, strict=True):
                 cumulative += count
                 le = "+Inf" if bound == float("inf") else f"{bound:g}"
-                lines.append(
-                    f"kairos_rpc_duration_seconds_bucket{_labels([('method', method), ('le', le)])} {cumulative}"
-                )
-            lines.append(f"kairos_rpc_duration_seconds_sum{_labels([('method', method)])} {self.sums[method]:.6f}")
-            lines.append(f"kairos_rpc_duration_seconds_count{_labels([('method', method)])} {cumulative}")
+                lines.append(f"kairos_rpc_duration_seconds_bucket{_labels([*series, ('le', le)])} {cumulative}")
+            lines.append(f"kairos_rpc_duration_seconds_sum{_labels(series)} {self.sums[(method, status)]:.6f}")
+            lines.append(f"kairos_rpc_duration_seconds_count{_labels(series)} {cumulative}")
         return lines
 
 

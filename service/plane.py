@@ -106,11 +106,19 @@ class _Pending:
     journal: list[JournalEntry] = field(default_factory=list)
 
 
-def _check_id(kind: str, value: str, required: bool = True) -> None:
+def _check_id(kind: str, value: str, required: bool = True, printable: bool = True) -> None:
     if required and not value:
         raise invalid(f"{kind.upper()}_REQUIRED", f"{kind} is required")
     if len(value.encode()) > MAX_ID_BYTES:
         raise invalid(f"{kind.upper()}_TOO_LONG", f"{kind} is longer than {MAX_ID_BYTES} bytes of UTF-8")
+    if printable and not value.isprintable():
+        # Control, format and separator characters (NUL, newlines, bidi overrides) in an id would end
+        # up in keys, logs and exports; letters of any script and spaces are fine.
+        raise invalid(
+            f"INVALID_{kind.upper()}",
+            f"{kind} may contain only printable characters (no control or format characters such as "
+            "NUL, newline or tab)",
+        )
 
 
 def check_name(name: str) -> None:
@@ -218,6 +226,8 @@ class DecisionPlane:
         pending = _Pending()
         pending.deltas["ranks"] += 1
         pending.deltas["open_events"] += 1
+        if ranking.probabilities[ranking.order[0]] < max(ranking.probabilities):
+            pending.deltas["explored"] += 1  # the action shown is not among the model's most likely
         namespaces_grew = len(table.indices) != known_namespaces
 
         def commit(txn: Txn) -> Decision | None:
@@ -252,7 +262,7 @@ class DecisionPlane:
         seen: set[str] = set()
         eligible: list[RankCandidate] = []
         for candidate in request.candidates:
-            _check_id("action id", candidate.id)
+            _check_id("action id", candidate.id, printable=False)  # a feature value: encoded, never a key
             if candidate.id in seen:
                 raise invalid("DUPLICATE_ACTION_ID", f"action id {candidate.id[:80]!r} appears more than once")
             seen.add(candidate.id)
@@ -539,6 +549,9 @@ class DecisionPlane:
             raise invalid("EMPTY_MODEL", "model is empty; send the bytes of an exported model")
         self._start_generation(state, state.record, model)
         return state.model_version
+
+    def model_version(self, name: str) -> str:
+        return self._state(name).model_version
 
     def export_model(self, name: str) -> tuple[bytes, str]:
         state = self._state(name)

@@ -66,6 +66,22 @@ class Settings:
     """auto (console on a terminal, JSON otherwise), json or console."""
     log_level: str = "info"
     """debug, info, warning or error; `rpc` lines (one per call) are info."""
+    rpc_log_sample: float = 1.0
+    """Share (0..1) of successful calls that get an `rpc` log line; failed calls always get one."""
+    auth_tokens_file: Path | None = None
+    """File of bearer tokens, one `name scopes token` per line (scopes: serve, admin or admin,serve).
+    With no tokens configured, authentication is off, which only a loopback host permits."""
+    auth_tokens: str = dataclasses.field(default="", repr=False)
+    """Bearer tokens in the tokens-file format, entries separated by `;` (prefer the environment
+    variable to the flag, which other users can see in the process list)."""
+    allow_unauthenticated: bool = False
+    """Serve without tokens on a non-loopback host (only behind something that authenticates callers)."""
+    tls_cert_file: Path | None = None
+    """PEM certificate (chain) of the gRPC port; with tls_key_file, the port speaks TLS only."""
+    tls_key_file: Path | None = None
+    """PEM private key of tls_cert_file."""
+    tls_client_ca_file: Path | None = None
+    """PEM CA certificates: clients must present a certificate signed by one of them (mutual TLS)."""
 
     @classmethod
     def field_docs(cls) -> dict[str, str]:

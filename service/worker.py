@@ -20,8 +20,10 @@ import grpc
 import structlog
 
 from service._pb.kairos.v1 import admin_service_pb2_grpc, decision_service_pb2_grpc
+from service.grpc import auth
 from service.grpc import server as grpc_server
 from service.grpc.forwarding import ForwardingDecisionServicer, forwarding_admin_servicer
+from service.grpc.interceptors import server_interceptors
 from service.metrics import RpcMetrics
 from service.plane import DecisionPlane, Limits
 from service.replica import Replica
@@ -55,14 +57,16 @@ async def serve(settings: Settings, primary_address: str, ready_file: Path) -> N
     servicers: list[tuple[Callable[[Any, grpc.aio.Server], None], Any]] = [
         (
             decision_service_pb2_grpc.add_DecisionServiceServicer_to_server,
-            ForwardingDecisionServicer(plane, replica, lambda: ready, metrics, primary),
+            ForwardingDecisionServicer(plane, replica, lambda: ready, primary),
         ),
         (
             admin_service_pb2_grpc.add_AdminServiceServicer_to_server,
-            forwarding_admin_servicer(lambda: ready, metrics, primary),
+            forwarding_admin_servicer(lambda: ready, primary),
         ),
     ]
-    server, health, port = grpc_server.build(settings, servicers, share_port=True)
+    # Workers serve the public port: they authenticate every call (the learning process does again).
+    interceptors = server_interceptors(settings.rpc_log_sample, metrics, auth.token_table(settings))
+    server, health, port = grpc_server.build(settings, servicers, share_port=True, interceptors=interceptors)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import replace
 
@@ -12,6 +13,7 @@ from policies.learner_options import ALL_PAIRS, Explorer, LearnerOptions
 from service._pb.kairos.v1 import admin_service_pb2 as admin_pb
 from service._pb.kairos.v1 import decision_service_pb2 as decision_pb
 from service._pb.kairos.v1 import types_pb2 as types_pb
+from service.audit import AuditRecord
 from service.domain import DEFAULT_REWARD_WAIT_MS, DecisionPointConfig, DecisionPointRecord
 from service.errors import invalid
 from service.plane import RankInput, RankOutput, Stats
@@ -227,3 +229,26 @@ def stats_pb(stats: Stats) -> admin_pb.DecisionPointStats:
         default_rewards=counters["default_rewards"],
         learner=learner,
     )
+
+
+def audit_page_token(token: str) -> int:
+    """The sequence number a ListAuditRecords page token continues after (0: from the start)."""
+    if not token:
+        return 0
+    if not token.isdigit() or len(token) > 19:
+        raise invalid("INVALID_PAGE_TOKEN", "page_token must be a next_page_token from ListAuditRecords")
+    return int(token)
+
+
+def audit_record_pb(record: AuditRecord) -> admin_pb.AuditRecord:
+    found = admin_pb.AuditRecord(
+        sequence=record.seq,
+        actor=record.actor,
+        peer=record.peer,
+        action=record.action,
+        decision_point=record.target,
+        before_json="" if record.before is None else json.dumps(record.before, sort_keys=True),
+        after_json="" if record.after is None else json.dumps(record.after, sort_keys=True),
+    )
+    found.time.FromMilliseconds(record.time_ms)
+    return found

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
@@ -18,14 +20,26 @@ STATUS = {
     Code.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Code.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     Code.INTERNAL: grpc.StatusCode.INTERNAL,
+    Code.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    Code.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
 }
+
+
+# An absolute file path (two or more segments), not a method name (``Service/Method``) or a URL.
+_PATH = re.compile(r"(?<![\w:/])/(?:[\w.@+-]+/)+[\w.@+-]*")
+
+
+def without_paths(message: str) -> str:
+    """``message`` with file paths replaced: a last guard for texts that come from libraries."""
+    return _PATH.sub("<path>", message)
 
 
 def status_of(error: KairosError) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]:
     """The status code, message and trailing metadata (grpc-status-details-bin) for ``error``."""
     code = STATUS[error.code]
+    message = without_paths(error.message)
     info = error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata)
     detail = any_pb2.Any()
     detail.Pack(info)
-    status = status_pb2.Status(code=code.value[0], message=error.message, details=[detail])
-    return code, error.message, (("grpc-status-details-bin", status.SerializeToString()),)
+    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
+    return code, message, (("grpc-status-details-bin", status.SerializeToString()),)

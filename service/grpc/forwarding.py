@@ -10,17 +10,25 @@ import grpc
 from policies.features import UnknownNamespace
 from service._pb.kairos.v1 import admin_service_pb2, admin_service_pb2_grpc, decision_service_pb2_grpc
 from service.errors import KairosError
-from service.grpc import converters
+from service.grpc import auth, converters
 from service.grpc.servicers import ForwardedError, rpc
-from service.metrics import RpcMetrics
 from service.plane import DecisionPlane
 from service.replica import Replica
+
+
+def _passed_on(context: grpc.aio.ServicerContext) -> list[tuple[str, str]]:
+    """The caller's token (the learning process authenticates it again, and knows who changed what)
+    and address."""
+    metadata = [(key, value) for key, value in context.invocation_metadata() or () if key == "authorization"]
+    return [*metadata, (auth.FORWARDED_PEER, context.peer())]
 
 
 async def forward(call: Callable[..., Awaitable[Any]], request: Any, context: grpc.aio.ServicerContext) -> Any:
     remaining = context.time_remaining()
     try:
-        return await call(request, timeout=remaining if remaining is not None else 30.0)
+        return await call(
+            request, timeout=remaining if remaining is not None else 30.0, metadata=_passed_on(context)
+        )
     except grpc.aio.AioRpcError as err:
         trailers = tuple(err.trailing_metadata() or ())
         raise ForwardedError(err.code(), err.details() or "", trailers) from None
@@ -32,10 +40,9 @@ class ForwardingDecisionServicer(decision_service_pb2_grpc.DecisionServiceServic
         plane: DecisionPlane,
         replica: Replica,
         ready: Callable[[], bool],
-        metrics: RpcMetrics,
         primary: grpc.aio.Channel,
     ) -> None:
-        self.plane, self.replica, self.ready, self.metrics = plane, replica, ready, metrics
+        self.plane, self.replica, self.ready = plane, replica, ready
         self.primary = decision_service_pb2_grpc.DecisionServiceStub(primary)
 
     @rpc("Rank")
@@ -62,11 +69,11 @@ class ForwardingDecisionServicer(decision_service_pb2_grpc.DecisionServiceServic
 
 
 def forwarding_admin_servicer(
-    ready: Callable[[], bool], metrics: RpcMetrics, primary: grpc.aio.Channel
+    ready: Callable[[], bool], primary: grpc.aio.Channel
 ) -> admin_service_pb2_grpc.AdminServiceServicer:
     """An AdminService whose every method is the learning process's (it owns the decision points)."""
     stub = admin_service_pb2_grpc.AdminServiceStub(primary)
-    methods: dict[str, Any] = {"ready": staticmethod(ready), "metrics": metrics}
+    methods: dict[str, Any] = {"ready": staticmethod(ready)}
     for method in admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].methods:
 
         def make(name: str) -> Any:

@@ -15,8 +15,9 @@ from service._pb.kairos.v1 import (
     decision_service_pb2,
     decision_service_pb2_grpc,
 )
+from service.audit import AuditLog
+from service.grpc import auth
 from service.grpc.servicers import AdminServicer, DecisionServicer
-from service.metrics import RpcMetrics
 from service.plane import DecisionPlane
 from service.settings import Settings
 
@@ -31,10 +32,13 @@ def build(
     servicers: Sequence[tuple[Callable[[Any, grpc.aio.Server], None], Any]],
     address: str | None = None,
     share_port: bool = False,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     """A configured server (not started) with ``servicers`` (adder, servicer), health and reflection,
-    listening on ``address`` (default host:port); ``share_port`` lets worker processes bind the same port."""
+    listening on ``address`` (default host:port, with TLS when configured; a private ``address``
+    stays plaintext); ``share_port`` lets worker processes bind the same port."""
     server = grpc.aio.server(
+        interceptors=interceptors,
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -48,9 +52,10 @@ def build(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:
         reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    credentials = auth.server_credentials(settings) if address is None else None
     address = address or f"{settings.host}:{settings.port}"
     try:
-        port = server.add_insecure_port(address)
+        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     except RuntimeError:
         port = 0
     if port == 0:
@@ -62,12 +67,12 @@ def build(
 
 
 def serving_servicers(
-    plane: DecisionPlane, ready: Callable[[], bool], metrics: RpcMetrics
+    plane: DecisionPlane, ready: Callable[[], bool], audit: AuditLog
 ) -> list[tuple[Callable[[Any, grpc.aio.Server], None], Any]]:
     """The services of the process that owns the decision points."""
     return [
-        (decision_service_pb2_grpc.add_DecisionServiceServicer_to_server, DecisionServicer(plane, ready, metrics)),
-        (admin_service_pb2_grpc.add_AdminServiceServicer_to_server, AdminServicer(plane, ready, metrics)),
+        (decision_service_pb2_grpc.add_DecisionServiceServicer_to_server, DecisionServicer(plane, ready)),
+        (admin_service_pb2_grpc.add_AdminServiceServicer_to_server, AdminServicer(plane, ready, audit)),
     ]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -15,10 +14,11 @@ from service._pb.kairos.v1 import admin_service_pb2 as admin_pb
 from service._pb.kairos.v1 import admin_service_pb2_grpc as admin_grpc
 from service._pb.kairos.v1 import decision_service_pb2 as decision_pb
 from service._pb.kairos.v1 import decision_service_pb2_grpc as decision_grpc
+from service.audit import AuditLog
+from service.domain import DecisionPointRecord
 from service.errors import Code, KairosError, invalid
-from service.grpc import converters
+from service.grpc import auth, converters
 from service.grpc.errors import status_of
-from service.metrics import RpcMetrics
 from service.plane import DecisionPlane
 
 log = structlog.get_logger("kairos.rpc")
@@ -38,38 +38,24 @@ Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]
 
 
 def rpc(method: str) -> Callable[[Handler[Request, Response]], Handler[Request, Response]]:
-    """Canonical log line per call, and domain errors turned into statuses (never a stack trace)."""
+    """Domain errors turned into statuses (never a stack trace or a path). The log line and metrics
+    of each call come from service.grpc.interceptors."""
 
     def decorate(handler: Handler[Request, Response]) -> Handler[Request, Response]:
         @functools.wraps(handler)
         async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Response:
-            started = time.perf_counter()
-            status = "OK"
             try:
                 if not self.ready():
                     raise KairosError(Code.UNAVAILABLE, "NOT_READY", "Kairos is starting or stopping; retry shortly")
                 return await handler(self, request, context)
             except KairosError as error:
                 code, message, trailers = status_of(error)
-                status = code.name
                 await context.abort(code, message, trailing_metadata=trailers)
             except ForwardedError as error:
-                status = error.code.name
                 await context.abort(error.code, error.details, trailing_metadata=error.trailers)
             except Exception:
-                status = "INTERNAL"
                 log.exception("rpc_failed", method=method)
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
-            finally:
-                self.metrics.observe(method, status, time.perf_counter() - started)
-                log.info(
-                    "rpc",
-                    method=method,
-                    decision_point=getattr(request, "decision_point", None) or getattr(request, "name", None),
-                    event_id=getattr(request, "event_id", None) or None,
-                    status=status,
-                    ms=round((time.perf_counter() - started) * 1000, 3),
-                )
             raise AssertionError("unreachable: abort raises")
 
         return wrapper
@@ -78,10 +64,9 @@ def rpc(method: str) -> Callable[[Handler[Request, Response]], Handler[Request, 
 
 
 class _Base:
-    def __init__(self, plane: DecisionPlane, ready: Callable[[], bool], metrics: RpcMetrics) -> None:
+    def __init__(self, plane: DecisionPlane, ready: Callable[[], bool]) -> None:
         self.plane = plane
         self.ready = ready
-        self.metrics = metrics
 
 
 class DecisionServicer(_Base, decision_grpc.DecisionServiceServicer):
@@ -100,10 +85,27 @@ class DecisionServicer(_Base, decision_grpc.DecisionServiceServicer):
         return decision_pb.ActivateResponse()
 
 
+def _config_json(record: DecisionPointRecord) -> dict[str, Any]:
+    return {**record.config.to_dict(), "model_generation": record.generation}
+
+
 class AdminServicer(_Base, admin_grpc.AdminServiceServicer):
+    def __init__(self, plane: DecisionPlane, ready: Callable[[], bool], audit: AuditLog) -> None:
+        super().__init__(plane, ready)
+        self.audit = audit
+
+    def _audit(
+        self, context: Any, action: str, target: str, before: dict[str, Any] | None, after: dict[str, Any] | None
+    ) -> None:
+        caller = auth.current_caller()
+        actor = caller.principal.name if caller else "anonymous"
+        peer = (caller.forwarded_peer if caller else None) or context.peer()
+        self.audit.record(actor, peer, action, target, before, after)
+
     @rpc("CreateDecisionPoint")
     async def CreateDecisionPoint(self, request: admin_pb.CreateDecisionPointRequest, context: Any) -> Any:
         record = self.plane.create_decision_point(converters.config(request.decision_point))
+        self._audit(context, "CreateDecisionPoint", record.config.name, None, _config_json(record))
         return converters.decision_point_pb(record)
 
     @rpc("GetDecisionPoint")
@@ -121,13 +123,17 @@ class AdminServicer(_Base, admin_grpc.AdminServiceServicer):
 
     @rpc("UpdateDecisionPoint")
     async def UpdateDecisionPoint(self, request: admin_pb.UpdateDecisionPointRequest, context: Any) -> Any:
-        current = self.plane.get_decision_point(request.decision_point.name).config
-        wanted = converters.updated_config(current, request)
-        return converters.decision_point_pb(self.plane.update_decision_point(wanted, request.reset_model))
+        before = self.plane.get_decision_point(request.decision_point.name)
+        wanted = converters.updated_config(before.config, request)
+        after = self.plane.update_decision_point(wanted, request.reset_model)
+        self._audit(context, "UpdateDecisionPoint", after.config.name, _config_json(before), _config_json(after))
+        return converters.decision_point_pb(after)
 
     @rpc("DeleteDecisionPoint")
     async def DeleteDecisionPoint(self, request: admin_pb.DeleteDecisionPointRequest, context: Any) -> Any:
+        before = self.plane.get_decision_point(request.name)
         self.plane.delete_decision_point(request.name)
+        self._audit(context, "DeleteDecisionPoint", request.name, _config_json(before), None)
         return admin_pb.DeleteDecisionPointResponse()
 
     @rpc("GetStats")
@@ -143,8 +149,26 @@ class AdminServicer(_Base, admin_grpc.AdminServiceServicer):
 
     @rpc("ImportModel")
     async def ImportModel(self, request: admin_pb.ImportModelRequest, context: Any) -> Any:
-        return admin_pb.ImportModelResponse(model_version=self.plane.import_model(request.name, request.model))
+        before = self.plane.model_version(request.name)
+        version = self.plane.import_model(request.name, request.model)
+        after = {"model_version": version, "model_sha256": hashlib.sha256(request.model).hexdigest()}
+        self._audit(context, "ImportModel", request.name, {"model_version": before}, after)
+        return admin_pb.ImportModelResponse(model_version=version)
 
     @rpc("ResetModel")
     async def ResetModel(self, request: admin_pb.ResetModelRequest, context: Any) -> Any:
-        return admin_pb.ResetModelResponse(model_version=self.plane.reset_model(request.name))
+        before = self.plane.model_version(request.name)
+        version = self.plane.reset_model(request.name)
+        self._audit(context, "ResetModel", request.name, {"model_version": before}, {"model_version": version})
+        return admin_pb.ResetModelResponse(model_version=version)
+
+    @rpc("ListAuditRecords")
+    async def ListAuditRecords(self, request: admin_pb.ListAuditRecordsRequest, context: Any) -> Any:
+        if request.page_size < 0:
+            raise invalid("INVALID_PAGE_SIZE", "page_size must not be negative (0 means the default, 100)")
+        after = converters.audit_page_token(request.page_token)
+        records, last = self.audit.page(request.page_size or 100, after)
+        return admin_pb.ListAuditRecordsResponse(
+            audit_records=[converters.audit_record_pb(r) for r in records],
+            next_page_token="" if last is None else str(last),
+        )

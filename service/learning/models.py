@@ -32,6 +32,7 @@ COUNTER_NAMES = (
     "default_rewards",
     "expired_events",
     "open_events",
+    "explored",  # ranks whose shown action was not among the model's most likely
 )
 
 

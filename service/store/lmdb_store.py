@@ -15,6 +15,7 @@ by number):
 - ``journal``: ``dp + seq`` -> what to learn, in learning order
 - ``counters``: ``dp`` -> counters JSON
 - ``checkpoints``: ``dp + generation + seq`` -> checkpoint metadata JSON
+- ``audit``: ``seq`` -> an audit record of an administrative change, JSON
 
 Durability: with ``sync=False`` (the default) a commit is in the OS page
 cache when Rank or Reward returns, which survives ``kill -9`` of the process
@@ -40,7 +41,18 @@ from service.errors import Code, KairosError
 
 FORMAT_VERSION = 1
 _U64 = struct.Struct(">Q")
-_DBS = ("meta", "decision_points", "events", "due", "by_time", "lines", "journal", "counters", "checkpoints")
+_DBS = (
+    "meta",
+    "decision_points",
+    "events",
+    "due",
+    "by_time",
+    "lines",
+    "journal",
+    "counters",
+    "checkpoints",
+    "audit",
+)
 _U32 = struct.Struct(">I")
 DAY_MS = 86_400_000
 T = TypeVar("T")
@@ -388,3 +400,24 @@ class Store:
     def delete_checkpoint(self, txn: Txn, dp: str, meta: CheckpointMeta) -> None:
         key = _dp(dp) + _U64.pack(meta.generation) + _U64.pack(meta.seq)
         txn.delete(key, db=self.db["checkpoints"])
+
+    # -- audit --------------------------------------------------------------
+
+    def append_audit(self, txn: Txn, make: Callable[[int], bytes]) -> int:
+        """Store the record ``make(seq)`` under the next audit sequence number, and return it."""
+        with txn.cursor(db=self.db["audit"]) as cursor:
+            seq = _U64.unpack(cursor.key())[0] + 1 if cursor.last() else 1
+        txn.put(_U64.pack(seq), make(seq), db=self.db["audit"])
+        return seq
+
+    def audit_after(self, txn: Txn, seq: int, limit: int) -> list[bytes]:
+        """Up to ``limit`` audit records with a sequence number above ``seq``, oldest first."""
+        found: list[bytes] = []
+        with txn.cursor(db=self.db["audit"]) as cursor:
+            if not cursor.set_range(_U64.pack(seq + 1)):
+                return found
+            for _, value in cursor:
+                found.append(value)
+                if len(found) >= limit:
+                    break
+        return found

@@ -7,7 +7,9 @@ import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
+import grpc
 import pytest
 
 from service._pb.kairos.v1 import admin_service_pb2 as apb
@@ -47,11 +49,62 @@ def test_metrics_and_healthz(make_server: Callable[..., RunningServer]) -> None:
     assert sample(text, "kairos_rewards_total", decision_point="demo") == stats.rewards == 3
     assert sample(text, "kairos_rpc_total", method="Rank", status="OK") == 5
     assert sample(text, "kairos_rpc_total", method="Reward", status="NOT_FOUND") == 1
-    assert sample(text, "kairos_rpc_duration_seconds_count", method="Rank") == 5
+    assert sample(text, "kairos_rpc_duration_seconds_count", method="Rank", status="OK") == 5
+    assert sample(text, "kairos_rpc_duration_seconds_count", method="Reward", status="NOT_FOUND") == 1
     assert sample(text, "kairos_model_info", decision_point="demo", model_version=stats.learner.model_version) == 1
     assert sample(text, "kairos_lmdb_size_bytes") > 0
     assert urllib.request.urlopen(f"{base}/healthz", timeout=5).read() == b"SERVING\n"
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(f"{base}/nothing", timeout=5)
     assert caught.value.code == 404
+    assert server.stop() == 0
+
+
+ISSUE_METRICS = (
+    "kairos_rpc_total",  # request counts per RPC and status
+    "kairos_rpc_duration_seconds_bucket",  # latency histograms per RPC and status
+    "kairos_ranks_total",
+    "kairos_rewards_total",
+    "kairos_learned_total",
+    "kairos_late_rewards_total",
+    "kairos_duplicate_rewards_total",
+    "kairos_default_rewards_total",
+    "kairos_average_reward",
+    "kairos_exploration_share",
+    "kairos_explored_total",
+    "kairos_learn_backlog",  # join backlog: learnable events not learned yet
+    "kairos_open_events",  # events still waiting for their reward
+    "kairos_checkpoint_age_seconds",
+    "kairos_lmdb_size_bytes",
+)
+
+
+def test_every_metric_of_the_issue_and_refused_calls(make_server: Callable[..., RunningServer], tmp_path: Path) -> None:
+    token = "s" * 24
+    (tmp_path / "tokens").write_text(f"web serve {token}\n")
+    http_port = free_port()
+    server = make_server("--http-port", str(http_port), "--auth-tokens-file", str(tmp_path / "tokens")).start()
+    auth = [("authorization", f"Bearer {token}")]
+    with pytest.raises(grpc.RpcError):
+        server.decisions.Rank(rank_request(3))  # no token
+    # A learned model explores some of the time: reward offer-1 only, then count what Rank shows.
+    for _ in range(150):
+        response = server.decisions.Rank(rank_request(4), metadata=auth)
+        value = 1.0 if response.ranking[0].action_id == "offer-1" else 0.0
+        server.decisions.Reward(
+            dpb.RewardRequest(decision_point="demo", event_id=response.event_id, value=value), metadata=auth
+        )
+    for _ in range(100):
+        server.decisions.Rank(rank_request(4), metadata=auth)
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5).read().decode()
+    for name in ISSUE_METRICS:
+        assert re.search(rf"^{name}[{{ ]", text, re.M), name
+    assert sample(text, "kairos_rpc_total", method="Rank", status="UNAUTHENTICATED") == 1
+    assert sample(text, "kairos_rpc_duration_seconds_count", method="Rank", status="UNAUTHENTICATED") == 1
+    ranks = sample(text, "kairos_ranks_total", decision_point="demo")
+    explored = sample(text, "kairos_explored_total", decision_point="demo")
+    assert ranks == 250
+    assert 0 < explored < ranks
+    assert sample(text, "kairos_exploration_share", decision_point="demo") == pytest.approx(explored / ranks)
     assert server.stop() == 0

@@ -81,6 +81,11 @@ class AdminServiceStub:
                 request_serializer=kairos_dot_v1_dot_admin__service__pb2.ResetModelRequest.SerializeToString,
                 response_deserializer=kairos_dot_v1_dot_admin__service__pb2.ResetModelResponse.FromString,
                 _registered_method=True)
+        self.ListAuditRecords = channel.unary_unary(
+                '/kairos.v1.AdminService/ListAuditRecords',
+                request_serializer=kairos_dot_v1_dot_admin__service__pb2.ListAuditRecordsRequest.SerializeToString,
+                response_deserializer=kairos_dot_v1_dot_admin__service__pb2.ListAuditRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -146,6 +151,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditRecords(self, request, context):
+        """Administrative changes (create, update, delete, import, reset, config file), oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -193,6 +205,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ResetModel,
                     request_deserializer=kairos_dot_v1_dot_admin__service__pb2.ResetModelRequest.FromString,
                     response_serializer=kairos_dot_v1_dot_admin__service__pb2.ResetModelResponse.SerializeToString,
+            ),
+            'ListAuditRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditRecords,
+                    request_deserializer=kairos_dot_v1_dot_admin__service__pb2.ListAuditRecordsRequest.FromString,
+                    response_serializer=kairos_dot_v1_dot_admin__service__pb2.ListAuditRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -439,6 +456,33 @@ class AdminService:
             '/kairos.v1.AdminService/ResetModel',
             kairos_dot_v1_dot_admin__service__pb2.ResetModelRequest.SerializeToString,
             kairos_dot_v1_dot_admin__service__pb2.ResetModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kairos.v1.AdminService/ListAuditRecords',
+            kairos_dot_v1_dot_admin__service__pb2.ListAuditRecordsRequest.SerializeToString,
+            kairos_dot_v1_dot_admin__service__pb2.ListAuditRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

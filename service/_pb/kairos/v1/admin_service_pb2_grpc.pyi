@@ -48,6 +48,8 @@ class AdminServiceStub:
     """Replace the model with one exported from a decision point of the same learner options."""
     ResetModel: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ResetModelRequest, _admin_service_pb2.ResetModelResponse]
     """Start again from an untrained model."""
+    ListAuditRecords: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListAuditRecordsRequest, _admin_service_pb2.ListAuditRecordsResponse]
+    """Administrative changes (create, update, delete, import, reset, config file), oldest first."""
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -68,6 +70,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Replace the model with one exported from a decision point of the same learner options."""
     ResetModel: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ResetModelRequest, _admin_service_pb2.ResetModelResponse]  # type: ignore[assignment]
     """Start again from an untrained model."""
+    ListAuditRecords: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListAuditRecordsRequest, _admin_service_pb2.ListAuditRecordsResponse]  # type: ignore[assignment]
+    """Administrative changes (create, update, delete, import, reset, config file), oldest first."""
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Administration of decision points and their models."""
@@ -139,5 +143,13 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.ResetModelResponse, _abc.Awaitable[_admin_service_pb2.ResetModelResponse]]:
         """Start again from an untrained model."""
+
+    @_abc_1.abstractmethod
+    def ListAuditRecords(
+        self,
+        request: _admin_service_pb2.ListAuditRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListAuditRecordsResponse, _abc.Awaitable[_admin_service_pb2.ListAuditRecordsResponse]]:
+        """Administrative changes (create, update, delete, import, reset, config file), oldest first."""
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

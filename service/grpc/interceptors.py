@@ -1,0 +1,113 @@
+"""The canonical line per call and the call metrics, as a gRPC server interceptor.
+
+It wraps every Kairos method (health and reflection pass untouched), so calls refused before they
+reach a servicer, by authentication for instance, are counted and logged like the rest.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import structlog
+
+from service import tokens
+from service.grpc import auth
+from service.metrics import RpcMetrics
+
+log = structlog.get_logger("kairos.rpc")
+KAIROS_PREFIX = "/kairos."
+
+
+def _status(context: grpc.aio.ServicerContext, raised: bool) -> str:
+    code = context.code()
+    if code is None:
+        if not raised:
+            return "OK"
+        return "CANCELLED" if context.cancelled() else "UNKNOWN"
+    return code.name if isinstance(code, grpc.StatusCode) else str(code)
+
+
+def _decision_point(request: Any) -> str | None:
+    found = getattr(request, "decision_point", None)
+    if found is not None and not isinstance(found, str):  # CreateDecisionPoint sends the whole message
+        found = getattr(found, "name", None)
+    return found or getattr(request, "name", None) or None
+
+
+class CallLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Counts every call in ``metrics`` and logs one ``rpc`` line per call: every failed call, and
+    the share ``sample_ok`` of the successful ones (the line costs more than the rest together)."""
+
+    def __init__(self, metrics: RpcMetrics, sample_ok: float = 1.0, rng: random.Random | None = None) -> None:
+        self.metrics = metrics
+        self.sample_ok = sample_ok
+        self._random = (rng or random.Random()).random
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None or handler.unary_unary is None or not method.startswith(KAIROS_PREFIX):
+            return handler
+        return handler._replace(unary_unary=self._wrap(method.rsplit("/", 1)[1], handler.unary_unary))
+
+    def _wrap(
+        self, name: str, inner: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+    ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            # Request-scoped context: every line logged while serving this call names it (each call
+            # runs in its own task, so this never leaks into another call).
+            structlog.contextvars.bind_contextvars(rpc=name)
+            response = None
+            raised = True
+            try:
+                response = await inner(request, context)
+                raised = False
+                return response
+            finally:
+                seconds = time.perf_counter() - started
+                status = _status(context, raised)
+                self.metrics.observe(name, status, seconds)
+                if status != "OK" or self.sample_ok >= 1.0 or self._random() < self.sample_ok:
+                    self._log(name, request, response, context, status, seconds)
+
+        return behavior
+
+    def _log(
+        self,
+        name: str,
+        request: Any,
+        response: Any,
+        context: grpc.aio.ServicerContext,
+        status: str,
+        seconds: float,
+    ) -> None:
+        caller = auth.current_caller()
+        log.info(
+            "rpc",
+            method=name,
+            decision_point=_decision_point(request),
+            event_id=getattr(request, "event_id", None) or getattr(response, "event_id", None) or None,
+            status=status,
+            ms=round(seconds * 1000, 3),
+            peer=(caller.forwarded_peer if caller else None) or context.peer(),
+            caller=caller.principal.name if caller else None,
+        )
+
+
+def server_interceptors(
+    sample_ok: float,
+    metrics: RpcMetrics,
+    table: tokens.TokenTable | None,
+    trust_forwarded_peer: bool = False,
+) -> list[grpc.aio.ServerInterceptor]:
+    """Logging and metrics outermost, so refused calls are counted too; then authentication."""
+    return [CallLogInterceptor(metrics, sample_ok), auth.AuthInterceptor(table, trust_forwarded_peer)]
