@@ -36,7 +36,7 @@ import lmdb
 import structlog
 
 from policies.lru import LRU
-from service.domain import Decision, DecisionPointRecord
+from service.domain import LINE_KEY_BYTES, Decision, DecisionPointRecord
 from service.errors import Code, KairosError
 
 FORMAT_VERSION = 1
@@ -297,7 +297,8 @@ class Store:
     def lines_of(self, txn: Txn, decision: Decision) -> list[str]:
         prefix = _U32.pack(decision.line_day)
         db = self.db["lines"]
-        found = [txn.get(prefix + decision.line_key(i), db=db) for i in range(len(decision.action_ids))]
+        keys = decision.line_keys
+        found = [txn.get(prefix + keys[i : i + LINE_KEY_BYTES], db=db) for i in range(0, len(keys), LINE_KEY_BYTES)]
         if any(line is None for line in found):
             raise KeyError(f"action lines of event {decision.event_id!r} are missing")
         return [line.decode() for line in found]
