@@ -8,6 +8,18 @@ data directory, then for each offered rate runs two steps:
 2. ``rank``: Rank calls at that rate, each with 24 candidate actions and ~15
    context features; 20% of the ranked events then get a Reward.
 
+Who sends the calls (--client): by default h2load (from Debian's
+nghttp2-client), a C client that leaves the shared machine's cores to the
+server. It posts one fixed body per method: the health checks, and the Ranks
+that get no Reward (all the same request, each a new event). The rewarded
+share of Ranks, each followed by its Reward, comes from this process's Python
+gRPC client beside it, since a Reward needs the event id its Rank returned.
+Rank latencies are then h2load's (the Python client's own overhead would blur
+them) and gRPC errors, which h2load cannot see (they travel in HTTP/2
+trailers under status 200), are found by comparing the Ranks the server
+counted with the ones answered. ``--client python`` sends everything from
+this process, as below.
+
 The schedule is open-loop: call i is due at ``start + i / rate`` and is
 launched then whether or not earlier calls have completed, and its latency is
 measured from that due time, not from when the client got round to sending
@@ -185,6 +197,18 @@ def proc_cpu_seconds(pid: int, thread: int | None = None) -> float:
     return (int(after_comm[11]) + int(after_comm[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and all its descendants that are alive (``--workers`` serve from children)."""
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(OSError):
+            total += proc_cpu_seconds(current)
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
+    return total
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds all CPUs spent busy since boot (/proc/stat: everything but idle and iowait)."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
@@ -192,8 +216,9 @@ def machine_busy_seconds() -> float:
 
 
 def client_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """This process and its finished children (h2load runs), not the server (reaped only at the end)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def server_command() -> list[str]:
@@ -268,6 +293,7 @@ class Samples:
     reward_latencies: list[float] = field(default_factory=list)
     reward_errors: collections.Counter[str] = field(default_factory=collections.Counter)
     last_done: float = 0.0
+    extra_ok: int = 0  # OK Ranks not in ``latencies`` (the Python client's share beside h2load)
 
 
 @dataclass
@@ -445,6 +471,101 @@ class LoadClient:
         return samples
 
 
+def grpc_frame(message: bytes) -> bytes:
+    """A gRPC length-prefixed message (uncompressed), as it goes on the wire in an HTTP/2 DATA frame."""
+    return b"\0" + len(message).to_bytes(4, "big") + message
+
+
+@dataclass
+class H2Load:
+    """Calls sent by h2load (nghttp2): a C client that costs the shared machine far less CPU per call than
+    a Python one, so the server gets the cores. It posts one fixed body per method, so its Ranks are all
+    the same request (a new event each time) and it cannot reward them: the Python client sends the
+    rewarded share of Ranks (each followed by its Reward) beside it."""
+
+    port: int
+    connections: int
+    folder: Path
+    bodies: dict[str, Path] = field(default_factory=dict)
+
+    def body(self, method: str, message: bytes) -> Path:
+        if method not in self.bodies:
+            path = self.folder / f"{len(self.bodies)}.body"
+            path.write_bytes(grpc_frame(message))
+            self.bodies[method] = path
+        return self.bodies[method]
+
+    async def run(self, method: str, message: bytes, rate: float, duration_s: float) -> Samples:
+        log_path = self.folder / "h2load.log"
+        log_path.unlink(missing_ok=True)
+        command = [
+            "h2load",
+            "--clients",
+            str(self.connections),
+            "--max-concurrent-streams",
+            "64",
+            f"--rps={rate / self.connections:.3f}",
+            "--duration",
+            f"{duration_s:g}",
+            "--log-file",
+            str(log_path),
+            "--data",
+            str(self.body(method, message)),
+            "--header",
+            "content-type: application/grpc",
+            "--header",
+            "te: trailers",
+            f"http://127.0.0.1:{self.port}{method}",
+        ]
+        process = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        output, _ = await process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"h2load failed ({process.returncode}): {output.decode(errors='replace')[-2000:]}")
+        samples = Samples()
+        rows = [line.split("\t") for line in log_path.read_text().splitlines() if line]
+        if not rows:
+            return samples
+        samples.start = min(int(row[0]) for row in rows) / 1e6
+        for started_us, status, took_us in rows:
+            if status != "200":
+                samples.errors[f"HTTP_{status}"] += 1
+                continue
+            samples.due.append(int(started_us) / 1e6)
+            samples.latencies.append(int(took_us) / 1e6)
+        samples.wire = samples.latencies
+        return samples
+
+
+async def drive(
+    client: LoadClient, h2load: H2Load | None, kind: str, rate: float, duration_s: float, requests: Sequence[bytes]
+) -> Samples:
+    """One step's calls: all from the Python client, or with h2load sending everything but the rewarded Ranks."""
+    if h2load is None:
+        return await client.open_loop(kind, rate, duration_s, requests)
+    if kind == "health":
+        return await h2load.run(HEALTH_METHOD, requests[0], rate, duration_s)
+    python_rate = rate * client.reward_share
+    share, client.reward_share = client.reward_share, 1.0
+    try:
+        fixed, rewarded = await asyncio.gather(
+            h2load.run(RANK_METHOD, requests[0], rate - python_rate, duration_s),
+            client.open_loop(kind, python_rate, duration_s, requests)
+            if python_rate > 0
+            else asyncio.sleep(0, Samples()),
+        )
+    finally:
+        client.reward_share = share
+    # Rank latencies are h2load's (the Python client's own overhead would blur them); rewards are Python's.
+    fixed.errors.update(rewarded.errors)
+    fixed.error_examples.update(rewarded.error_examples)
+    fixed.reward_latencies = rewarded.reward_latencies
+    fixed.reward_errors = rewarded.reward_errors
+    fixed.extra_ok = len(rewarded.latencies)
+    return fixed
+
+
 async def _poll_backlog(client: LoadClient, every_s: float, seen: list[int]) -> None:
     while True:
         with contextlib.suppress(grpc.aio.AioRpcError, TimeoutError):
@@ -470,14 +591,15 @@ async def run_step(
     duration_s: float,
     requests: Sequence[bytes],
     drain_limit_s: float,
+    h2load: H2Load | None = None,
 ) -> StepResult:
     before_stats = await client.stats() if kind == "rank" else None
     backlog_seen: list[int] = []
     poller = asyncio.create_task(_poll_backlog(client, 0.5, backlog_seen)) if kind == "rank" else None
-    busy0, server_cpu0, client_cpu0 = machine_busy_seconds(), proc_cpu_seconds(server_pid), client_cpu_seconds()
+    busy0, server_cpu0, client_cpu0 = machine_busy_seconds(), tree_cpu_seconds(server_pid), client_cpu_seconds()
     main0, wall0 = proc_cpu_seconds(server_pid, server_pid), time.perf_counter()
-    samples = await client.open_loop(kind, rate, duration_s, requests)
-    busy1, server_cpu1, client_cpu1 = machine_busy_seconds(), proc_cpu_seconds(server_pid), client_cpu_seconds()
+    samples = await drive(client, h2load, kind, rate, duration_s, requests)
+    busy1, server_cpu1, client_cpu1 = machine_busy_seconds(), tree_cpu_seconds(server_pid), client_cpu_seconds()
     main1, wall1 = proc_cpu_seconds(server_pid, server_pid), time.perf_counter()
     if poller is not None:
         poller.cancel()
@@ -485,14 +607,19 @@ async def run_step(
             await poller
 
     backlog_final = learned = drain_s = None
+    ok = len(samples.latencies) + samples.extra_ok
     if kind == "rank" and before_stats is not None:
         after_stats = await client.stats()
         backlog_final = after_stats.learner.backlog
         learned = after_stats.learned - before_stats.learned
         drain_s = await _drain(client, drain_limit_s)
-    server_cpu_total = proc_cpu_seconds(server_pid) - server_cpu0  # the step and its learning drain
+        # h2load sees HTTP statuses only; a gRPC error is a 200 too. The server's count of Ranks tells.
+        unanswered = ok - (after_stats.ranks - before_stats.ranks)
+        if h2load is not None and unanswered > 0:
+            samples.errors["GRPC_ERROR"] += unanswered
+            ok -= unanswered
+    server_cpu_total = tree_cpu_seconds(server_pid) - server_cpu0  # the step and its learning drain
 
-    ok = len(samples.latencies)
     elapsed = max(duration_s, samples.last_done - wall0)
     wall = wall1 - wall0
     errors = sum(samples.errors.values())
@@ -574,6 +701,8 @@ async def measure(args: argparse.Namespace, server_pid: int, port: int) -> list[
         f"{sum(map(len, requests)) // len(requests)} bytes on average"
     )
     client = LoadClient(f"127.0.0.1:{port}", args.channels, args.timeout, args.reward_share, args.seed)
+    folder = tempfile.TemporaryDirectory(prefix="kairos-h2load-")
+    h2load = H2Load(port, args.channels, Path(folder.name)) if args.client == "h2load" else None
     try:
         await client.ready()
         gc.collect()
@@ -599,6 +728,7 @@ async def measure(args: argparse.Namespace, server_pid: int, port: int) -> list[
                         args.duration,
                         requests if kind == "rank" else health,
                         args.drain_limit,
+                        h2load,
                     )
                     log(describe(result))
                     attempts.append(result)
@@ -612,6 +742,7 @@ async def measure(args: argparse.Namespace, server_pid: int, port: int) -> list[
         return results
     finally:
         await client.close()
+        folder.cleanup()
 
 
 # -- report -----------------------------------------------------------------------
@@ -840,7 +971,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="share of ranked events that get a Reward right after (default 0.2)",
     )
     parser.add_argument(
-        "--channels", type=int, default=4, help="gRPC channels (TCP connections), used round-robin (default 4)"
+        "--channels",
+        type=int,
+        default=16,
+        help="TCP connections per client, used round-robin (default 16: with --workers the kernel spreads "
+        "connections, not calls, over the worker processes, so a few connections can load one worker only)",
+    )
+    parser.add_argument(
+        "--client",
+        choices=("h2load", "python"),
+        default="h2load" if shutil.which("h2load") else "python",
+        help="who sends the calls: h2load (from nghttp2-client; the default when installed) sends the health "
+        "checks and the unrewarded Ranks while this process sends the rewarded ones; python sends everything "
+        "from this process (costs the shared machine more CPU per call)",
     )
     parser.add_argument("--timeout", type=float, default=5.0, help="deadline of each call in seconds (default 5)")
     parser.add_argument(
@@ -931,6 +1074,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "pool": args.pool,
             "reward_share": args.reward_share,
             "channels": args.channels,
+            "client": args.client,
             "timeout_s": args.timeout,
             "seed": args.seed,
             "server_cpus": sorted(args.server_cpus) if args.server_cpus else None,
