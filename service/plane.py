@@ -416,7 +416,7 @@ class DecisionPlane:
         decision.state = LEARNING
         pending.deltas["open_events"] -= 1
         seq = state.next_seq + len(pending.journal)
-        pending.journal.append(JournalEntry(seq, decision.event_id, reward))
+        pending.journal.append(JournalEntry(seq, decision.event_id, reward, decision))
 
     def _commit(self, state: ModelState, pending: _Pending, decision: Decision | None = None) -> None:
         def commit(txn: Txn) -> None:

@@ -120,7 +120,7 @@ def learn(store: Store, state: ModelState, entry: JournalEntry) -> None:
     if entry.seq <= state.applied_seq:
         return  # already in the model (replayed)
     with store.read() as txn:
-        decision = store.get_decision(txn, state.name, entry.event_id)
+        decision = entry.decision or store.get_decision(txn, state.name, entry.event_id)
         try:
             lines = store.lines_of(txn, decision) if decision is not None else []
         except KeyError:

@@ -28,7 +28,7 @@ import fcntl
 import json
 import struct
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -94,6 +94,9 @@ class JournalEntry:
     seq: int
     event_id: str
     reward: float
+    # The decision as it was journaled, when the journaling process still holds it: the learner then
+    # need not read and decode it again. Never stored; entries read from LMDB have None.
+    decision: Decision | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
