@@ -705,6 +705,13 @@ async def measure(args: argparse.Namespace, server_pid: int, port: int) -> list[
     h2load = H2Load(port, args.channels, Path(folder.name)) if args.client == "h2load" else None
     try:
         await client.ready()
+        # A short reward window, so that within a step events also close with the default reward and are
+        # learned, as every unrewarded event is in steady state (the demo's 10-minute window would hide that).
+        window = tpb.DecisionPoint(name=DECISION_POINT)
+        window.reward_wait.FromMilliseconds(round(args.reward_wait * 1000))
+        update = apb.UpdateDecisionPointRequest(decision_point=window)
+        update.update_mask.paths.append("reward_wait")
+        await client.admin.UpdateDecisionPoint(update, timeout=10)
         gc.collect()
         gc.freeze()  # the request pool and module objects are never collected: keep GC pauses short
         if args.warmup > 0:
@@ -993,6 +1000,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="after each Rank step, wait at most this long for the learner backlog to reach 0 (default 60)",
     )
     parser.add_argument("--pause", type=float, default=0.5, help="seconds of quiet between steps (default 0.5)")
+    parser.add_argument(
+        "--reward-wait",
+        type=float,
+        default=1.0,
+        help="reward window of the decision point in seconds (default 1): unrewarded events close with the "
+        "default reward and are learned within the step, as in steady state",
+    )
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated workload (default 7)")
     parser.add_argument(
         "--max-other-cores",
@@ -1073,6 +1087,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "catalog": args.catalog,
             "pool": args.pool,
             "reward_share": args.reward_share,
+            "reward_wait_s": args.reward_wait,
             "channels": args.channels,
             "client": args.client,
             "timeout_s": args.timeout,
