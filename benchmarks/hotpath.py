@@ -49,7 +49,6 @@ CLOSE_EVERY = 25  # Ranks between window sweeps, as the sweeper's 50 ms at ~500 
 
 def run(ranks: int, batches: int, folder: Path) -> dict[str, float]:
     """Microseconds per Rank for each part: the minimum over ``batches`` batches of ``ranks``."""
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     plane = DecisionPlane(Store(folder / "lmdb"), folder / "models")
     plane.load_all()
     plane.create_decision_point(DecisionPointConfig(name="demo", reward_wait_ms=100))
@@ -135,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--instructions", action="store_true", help="count instructions with callgrind instead")
     parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     if args.ranks < CLOSE_EVERY or args.batches < 0:
         parser.error(f"--ranks must be at least {CLOSE_EVERY} and --batches at least 0")
     if args.instructions:
