@@ -35,8 +35,15 @@ def open_plane(settings: Settings) -> DecisionPlane:
     store = Store(settings.data_dir / "lmdb", sync=settings.sync_commits, map_size=settings.map_size_mb << 20)
     if store.stale_readers_cleared:
         log.warning("stale_lmdb_readers_cleared", count=store.stale_readers_cleared)
-    limits = Limits(max_actions=settings.max_actions, max_features=settings.max_features)
-    return DecisionPlane(store, settings.data_dir / "models", limits)
+    return DecisionPlane(store, settings.data_dir / "models", limits_of(settings), settings.checkpoints_kept)
+
+
+def limits_of(settings: Settings) -> Limits:
+    return Limits(
+        max_actions=settings.max_actions,
+        max_features=settings.max_features,
+        fallback_margin_s=settings.fallback_margin_ms / 1000,
+    )
 
 
 def apply_declared(plane: DecisionPlane, declared: list[DecisionPointConfig], demo: bool, audit: AuditLog) -> None:

@@ -1,0 +1,99 @@
+"""Canary safety: versions in every Rank, model rollback that stays rolled back, fail-open on deadlines."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import grpc
+import pytest
+
+from service._pb.kairos.v1 import admin_service_pb2 as apb
+from service._pb.kairos.v1 import decision_service_pb2 as dpb
+from service.version import VERSION
+from tests.helpers import rank_request
+from tests.integration.test_durability import wait_learned
+from tests.server import RunningServer
+
+
+def rank_and_reward(server: RunningServer, n: int) -> None:
+    for _ in range(n):
+        event = server.decisions.Rank(rank_request(4)).event_id
+        server.decisions.Reward(dpb.RewardRequest(decision_point="demo", event_id=event, value=1.0))
+
+
+def newest_checkpoint(server: RunningServer, learned: int, timeout: float = 20.0) -> apb.Checkpoint:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = server.admin.ListCheckpoints(apb.ListCheckpointsRequest(name="demo")).checkpoints
+        if found and found[0].learned >= learned:
+            return found[0]
+        assert time.monotonic() < deadline, f"no checkpoint with {learned} events: {found}"
+        time.sleep(0.05)
+
+
+def export(server: RunningServer) -> bytes:
+    return server.admin.ExportModel(apb.ExportModelRequest(name="demo")).model
+
+
+def test_rank_carries_server_and_model_version_in_trailing_metadata(server: RunningServer) -> None:
+    response, call = server.decisions.Rank.with_call(rank_request(3))
+    trailers = dict(call.trailing_metadata())
+    assert trailers["kairos-version"] == VERSION != "unknown"
+    assert trailers["kairos-model-version"] == response.model_version == "1.0"
+
+
+def test_rollback_drops_later_learning_for_good(make_server: Callable[..., RunningServer]) -> None:
+    server = make_server("--checkpoint-interval-s", "0.1").start()
+    rank_and_reward(server, 10)
+    wait_learned(server, 10)
+    good = newest_checkpoint(server, 10)
+    assert (good.learned, good.model_version) == (10, "1.10")
+    good_model = export(server)
+    rank_and_reward(server, 15)
+    assert wait_learned(server, 25).learned == 25
+    newest_checkpoint(server, 25)
+    assert export(server) != good_model
+
+    rolled = server.admin.RollbackModel(apb.RollbackModelRequest(name="demo", seq=good.seq))
+    assert (rolled.model_version, rolled.dropped_events) == ("2.10", 15)
+    assert export(server) == good_model
+    assert server.decisions.Rank(rank_request(4)).model_version == "2.10"
+
+    # kill -9 and restart: the dropped events are not replayed into the rolled-back model.
+    server.kill9()
+    server.start()
+    stats = server.admin.GetStats(apb.GetStatsRequest(decision_point="demo"))
+    assert (stats.learned, stats.learner.model_version, stats.rewards) == (10, "2.10", 25)
+    assert export(server) == good_model
+    rank_and_reward(server, 1)  # and it learns on from there
+    assert wait_learned(server, 11).learner.model_version == "2.11"
+
+    with pytest.raises(grpc.RpcError) as caught:
+        server.admin.RollbackModel(apb.RollbackModelRequest(name="demo", seq=good.seq))  # an older generation's
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "ListCheckpoints" in (caught.value.details() or "")
+    assert server.stop() == 0
+
+
+def test_fallback_when_the_deadline_leaves_too_little_time(make_server: Callable[..., RunningServer]) -> None:
+    # A margin of a minute makes any call with a shorter deadline a fallback, deterministically.
+    server = make_server("--fallback-margin-ms", "60000").start()
+    hurried = server.decisions.Rank(rank_request(5, baseline_action_id="offer-3"), timeout=20)
+    assert (hurried.fallback, hurried.fallback_reason, hurried.model_version) == (True, "DEADLINE", "")
+    assert [(r.action_id, r.probability) for r in hurried.ranking] == [
+        ("offer-3", 1.0),
+        ("offer-0", 0.0),
+        ("offer-1", 0.0),
+        ("offer-2", 0.0),
+        ("offer-4", 0.0),
+    ]
+    relaxed = server.decisions.Rank(rank_request(5, baseline_action_id="offer-3"))  # no deadline
+    assert not relaxed.fallback and relaxed.model_version == "1.0"
+    for event in (hurried.event_id, relaxed.event_id):
+        server.decisions.Reward(dpb.RewardRequest(decision_point="demo", event_id=event, value=1.0))
+    stats = wait_learned(server, 1)
+    time.sleep(0.3)  # the fallback event would be learned by now if it were going to be
+    stats = server.admin.GetStats(apb.GetStatsRequest(decision_point="demo"))
+    assert (stats.ranks, stats.rewards, stats.fallbacks, stats.learned) == (2, 2, 1, 1)
+    assert server.stop() == 0
