@@ -12,7 +12,7 @@ from pathlib import Path
 
 import structlog
 
-from service import config_file, tokens
+from service import config_file, lifecycle, tokens
 from service.audit import AuditLog
 from service.domain import DecisionPointConfig
 from service.grpc import auth
@@ -126,7 +126,8 @@ async def serve(settings: Settings, declared: list[DecisionPointConfig]) -> None
     if pool is not None and watcher is not None:
         await pool.stop(settings.grace_period_s)  # workers drain first: their pass-through calls need us
         watcher.cancel()
-    await server.stop(settings.grace_period_s)  # in-flight calls finish; new ones get UNAVAILABLE
+    grace_left = await lifecycle.drain(rpc_metrics, settings.grace_period_s)  # answer what has arrived
+    await server.stop(grace_left)  # in-flight calls finish; new ones get UNAVAILABLE
     ready = False
     await http.stop()
     await loop.stop()

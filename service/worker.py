@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 import structlog
 
+from service import lifecycle
 from service._pb.kairos.v1 import admin_service_pb2_grpc, decision_service_pb2_grpc
 from service.bootstrap import limits_of
 from service.grpc import auth
@@ -91,7 +92,7 @@ async def serve(settings: Settings, primary_address: str, ready_file: Path) -> N
 
     await stop.wait()
     await grpc_server.set_serving(health, False)
-    await server.stop(settings.grace_period_s)
+    await server.stop(await lifecycle.drain(metrics, settings.grace_period_s))
     ready = False
     follower.cancel()
     await primary.close()

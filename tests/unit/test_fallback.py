@@ -67,3 +67,25 @@ def test_a_deadline_too_close_gives_the_fallback_and_a_far_one_does_not(plane: D
     far = plane.rank(RankInput("dp", offers(3), deadline=time.monotonic() + 10))
     assert far.fallback_reason == "" and far.model_version == "1.0"
     assert plane.states["dp"].predict_s > 0  # the estimate the next deadline is compared with
+
+
+class _Context:
+    def __init__(self, remaining: float | None) -> None:
+        self.remaining = remaining
+
+    def time_remaining(self) -> float | None:
+        return self.remaining
+
+
+def test_a_rank_whose_deadline_has_passed_is_refused_before_any_work() -> None:
+    import time
+
+    from service.errors import Code, KairosError
+    from service.grpc.servicers import rank_deadline
+
+    with pytest.raises(KairosError) as caught:
+        rank_deadline(_Context(0.0))
+    assert caught.value.code == Code.DEADLINE_EXCEEDED and caught.value.reason == "DEADLINE_PASSED"
+    assert rank_deadline(_Context(None)) is None
+    deadline = rank_deadline(_Context(2.0))
+    assert deadline is not None and 1.5 < deadline - time.monotonic() <= 2.0
