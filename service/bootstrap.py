@@ -12,7 +12,7 @@ from pathlib import Path
 
 import structlog
 
-from service import config_file, lifecycle, tokens
+from service import config_file, datadir, lifecycle, tokens
 from service.audit import AuditLog
 from service.domain import DecisionPointConfig
 from service.grpc import auth
@@ -35,6 +35,7 @@ def open_plane(settings: Settings) -> DecisionPlane:
     store = Store(settings.data_dir / "lmdb", sync=settings.sync_commits, map_size=settings.map_size_mb << 20)
     if store.stale_readers_cleared:
         log.warning("stale_lmdb_readers_cleared", count=store.stale_readers_cleared)
+    datadir.prepare(store, settings.data_dir)
     return DecisionPlane(store, settings.data_dir / "models", limits_of(settings), settings.checkpoints_kept)
 
 

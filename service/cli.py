@@ -17,6 +17,7 @@ Kairos: real-time next-best-action decisions over gRPC.
   kairos serve                       start on 127.0.0.1:50051 with data in ./kairos-data
   kairos serve --config kairos.toml  also declare decision points from a TOML file
   kairos health                      exit 0 when the local server is SERVING
+  kairos backup --to DIR             consistent copy of the data directory, also while serving
 
 Every serve flag can also be set as an environment variable KAIROS_<NAME>
 (for example KAIROS_DATA_DIR=/data) or in the config file's [server] table.
@@ -60,6 +61,34 @@ def _health_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     health.add_argument("--ca-file", type=Path, help="speak TLS, trusting the server certificates this PEM CA signed")
     health.add_argument("--cert-file", type=Path, help="PEM client certificate, for a server requiring mutual TLS")
     health.add_argument("--key-file", type=Path, help="PEM private key of --cert-file")
+
+
+def _backup_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    backup = sub.add_parser(
+        "backup",
+        help="copy the data directory consistently, also while a server is using it",
+        description="Copy the LMDB database and the model checkpoints it refers to into a new directory. "
+        "Safe while a server runs; start a server with --data-dir on the copy to restore it.",
+    )
+    backup.add_argument("--data-dir", type=Path, default=None, help="default: KAIROS_DATA_DIR or kairos-data")
+    backup.add_argument("--to", type=Path, required=True, help="a new (or empty) directory")
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from service.backup import BackupError, backup
+    from service.store.lmdb_store import DataDirError
+
+    data_dir = args.data_dir or settings_module.load().data_dir
+    try:
+        report = backup(data_dir, args.to)
+    except (BackupError, DataDirError, OSError) as err:
+        print(f"kairos backup: {err}", file=sys.stderr)
+        return 1
+    print(
+        f"backed up {report.decision_points} decision points, {report.checkpoints} checkpoints, "
+        f"{report.bytes} bytes to {report.destination}"
+    )
+    return 0
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -111,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _serve_parser(sub)
     _health_parser(sub)
+    _backup_parser(sub)
     _worker_parser(sub)
     args = parser.parse_args(argv)
     if args.command is None:
@@ -120,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         return _health(args)
     if args.command == "worker":
         return _worker(args)
+    if args.command == "backup":
+        return _backup(args)
     overrides = {k: v for k, v in vars(args).items() if k != "command"}
     try:
         config = None
