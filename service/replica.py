@@ -58,9 +58,11 @@ class Replica:
                 # A new decision point or model generation: untrained until its first snapshot arrives.
                 if state is not None:
                     state.policy.close()
-                # Not loaded: Rank answers with the fallback ranking rather than from an untrained model.
+                # A new decision point's model is untrained in the learning process too: rank with it. A
+                # later generation may start from an imported or rolled-back model: until its snapshot
+                # arrives, Rank answers with the fallback ranking rather than from an untrained model.
                 self.plane.states[name] = ModelState(
-                    record=record, policy=VWPolicy(args), applied_seq=0, next_seq=0, loaded=False
+                    record=record, policy=VWPolicy(args), applied_seq=0, next_seq=0, loaded=record.generation == 1
                 )
                 self._loaded.pop(name, None)
                 continue

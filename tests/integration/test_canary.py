@@ -10,9 +10,11 @@ import pytest
 
 from service._pb.kairos.v1 import admin_service_pb2 as apb
 from service._pb.kairos.v1 import decision_service_pb2 as dpb
+from service._pb.kairos.v1 import decision_service_pb2_grpc as dgrpc
 from service.version import VERSION
 from tests.helpers import rank_request
 from tests.integration.test_durability import wait_learned
+from tests.integration.test_workers import channels
 from tests.server import RunningServer
 
 
@@ -96,4 +98,32 @@ def test_fallback_when_the_deadline_leaves_too_little_time(make_server: Callable
     time.sleep(0.3)  # the fallback event would be learned by now if it were going to be
     stats = server.admin.GetStats(apb.GetStatsRequest(decision_point="demo"))
     assert (stats.ranks, stats.rewards, stats.fallbacks, stats.learned) == (2, 2, 1, 1)
+    assert server.stop() == 0
+
+
+def test_workers_never_rank_with_an_untrained_model_after_a_rollback(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    server = make_server("--workers", "2", "--checkpoint-interval-s", "0.1").start()
+    rank_and_reward(server, 10)
+    wait_learned(server, 10)
+    good = newest_checkpoint(server, 10)
+    rank_and_reward(server, 5)
+    wait_learned(server, 15)
+    links = channels(server)
+    assert server.admin.RollbackModel(apb.RollbackModelRequest(name="demo", seq=good.seq)).model_version == "2.10"
+    seen: set[tuple[str, str]] = set()
+    deadline = time.monotonic() + 10
+    while ("2.10", "") not in seen:
+        for link in links:
+            response = dgrpc.DecisionServiceStub(link).Rank(rank_request(4))
+            seen.add((response.model_version, response.fallback_reason))
+        assert time.monotonic() < deadline, seen
+    # A worker follows within a fraction of a second (answering from generation 1 meanwhile); once it
+    # knows generation 2, it answers with the fallback until the rolled-back snapshot is loaded, and
+    # never from an untrained "2.0".
+    assert {v for v, _ in seen if v.startswith("2.")} == {"2.10"}, seen
+    assert {r for _, r in seen} <= {"", "MODEL_NOT_LOADED"}, seen
+    for link in links:
+        link.close()
     assert server.stop() == 0
