@@ -18,6 +18,7 @@ Kairos: real-time next-best-action decisions over gRPC.
   kairos serve --config kairos.toml  also declare decision points from a TOML file
   kairos health                      exit 0 when the local server is SERVING
   kairos backup --to DIR             consistent copy of the data directory, also while serving
+  kairos rollback NAME [--seq N]     list a decision point's checkpoints, or roll its model back to one
 
 Every serve flag can also be set as an environment variable KAIROS_<NAME>
 (for example KAIROS_DATA_DIR=/data) or in the config file's [server] table.
@@ -91,6 +92,44 @@ def _backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rollback_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    rollback = sub.add_parser(
+        "rollback",
+        help="list a decision point's checkpoints, or roll its model back to one (on a running server)",
+        description="Without --seq: list the kept checkpoints of the decision point's model, newest first. "
+        "With --seq: serve on from that checkpoint (AdminService.RollbackModel).",
+    )
+    rollback.add_argument("name", help="decision point")
+    rollback.add_argument("--seq", type=int, default=None, help="a checkpoint's seq, from the listing")
+    rollback.add_argument("--host", default="127.0.0.1")
+    rollback.add_argument("--port", type=int, default=None, help="default: KAIROS_PORT or 50051")
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    import grpc
+
+    from service._pb.kairos.v1 import admin_service_pb2 as admin_pb
+    from service._pb.kairos.v1 import admin_service_pb2_grpc as admin_grpc
+
+    port = args.port or settings_module.load().port
+    with grpc.insecure_channel(f"{args.host}:{port}") as channel:
+        admin = admin_grpc.AdminServiceStub(channel)
+        try:
+            if args.seq is None:
+                listing = admin.ListCheckpoints(admin_pb.ListCheckpointsRequest(name=args.name), timeout=30)
+                print("seq\tmodel_version\tlearned\taverage_reward\tcreated")
+                for c in listing.checkpoints:
+                    created = c.create_time.ToDatetime().isoformat(timespec="seconds")
+                    print(f"{c.seq}\t{c.model_version}\t{c.learned}\t{c.average_reward:.4f}\t{created}Z")
+                return 0
+            done = admin.RollbackModel(admin_pb.RollbackModelRequest(name=args.name, seq=args.seq), timeout=60)
+        except grpc.RpcError as err:
+            print(f"kairos rollback: {err.code().name}: {err.details()}", file=sys.stderr)
+            return 1
+    print(f"{args.name}: now serving model {done.model_version} ({done.dropped_events} learned events dropped)")
+    return 0
+
+
 def _worker(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -141,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     _serve_parser(sub)
     _health_parser(sub)
     _backup_parser(sub)
+    _rollback_parser(sub)
     _worker_parser(sub)
     args = parser.parse_args(argv)
     if args.command is None:
@@ -152,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         return _worker(args)
     if args.command == "backup":
         return _backup(args)
+    if args.command == "rollback":
+        return _rollback(args)
     overrides = {k: v for k, v in vars(args).items() if k != "command"}
     try:
         config = None

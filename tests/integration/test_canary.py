@@ -13,6 +13,7 @@ from service._pb.kairos.v1 import decision_service_pb2 as dpb
 from service._pb.kairos.v1 import decision_service_pb2_grpc as dgrpc
 from service.version import VERSION
 from tests.helpers import rank_request
+from tests.integration.test_backup import kairos
 from tests.integration.test_durability import wait_learned
 from tests.integration.test_workers import channels
 from tests.server import RunningServer
@@ -75,6 +76,26 @@ def test_rollback_drops_later_learning_for_good(make_server: Callable[..., Runni
         server.admin.RollbackModel(apb.RollbackModelRequest(name="demo", seq=good.seq))  # an older generation's
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert "ListCheckpoints" in (caught.value.details() or "")
+    assert server.stop() == 0
+
+
+def test_rollback_command_lists_and_rolls_back(make_server: Callable[..., RunningServer]) -> None:
+    server = make_server("--checkpoint-interval-s", "0.1").start()
+    rank_and_reward(server, 3)
+    wait_learned(server, 3)
+    good = newest_checkpoint(server, 3)
+    rank_and_reward(server, 2)
+    wait_learned(server, 5)
+    newest_checkpoint(server, 5)
+    port = str(server.port)
+    listing = kairos("rollback", "demo", "--port", port)
+    assert listing.returncode == 0, listing.stderr
+    rows = [line.split("\t") for line in listing.stdout.splitlines()[1:]]
+    assert rows[0][1] == "1.5" and [str(good.seq), "1.3", "3"] == next(row[:3] for row in rows if row[1] == "1.3")
+    done = kairos("rollback", "demo", "--seq", str(good.seq), "--port", port)
+    assert done.returncode == 0 and "now serving model 2.3 (2 learned events dropped)" in done.stdout
+    missing = kairos("rollback", "demo", "--seq", "999999", "--port", port)
+    assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
     assert server.stop() == 0
 
 
