@@ -701,10 +701,19 @@ class DecisionPlane:
             self.store.write(commit)
         return len(gone)
 
-    def checkpoint_all(self, force: bool = False) -> None:
+    def checkpoint_all(self, force: bool = False) -> int:
+        """Checkpoint every model that learned since its last checkpoint; returns how many failed. A
+        failure (a full disk) loses nothing: the journal since the last good checkpoint stays in LMDB
+        and is replayed at the next start."""
+        failed = 0
         for state in list(self.states.values()):
             if force or state.applied_seq != state.checkpoint_seq:
-                self._checkpoint(state)
+                try:
+                    self._checkpoint(state)
+                except (OSError, KairosError) as err:
+                    failed += 1
+                    log.error("checkpoint_failed", decision_point=state.name, error=str(err))
+        return failed
 
     def close(self) -> None:
         for state in self.states.values():

@@ -67,7 +67,8 @@ def rank_and_reward(server: RunningServer) -> tuple[bool, bool]:
 
 
 def test_disk_full_then_space_returns(make_server: Callable[..., RunningServer], small_disk: Path) -> None:
-    server = make_server("--checkpoint-interval-s", "0.1", "--map-size-mb", "8")
+    # No periodic checkpoints: the one at the stop below meets the full disk.
+    server = make_server("--checkpoint-interval-s", "3600", "--map-size-mb", "8")
     server.data_dir = small_disk  # its log goes beside it, off the full disk
     server.start()
     ranked = rewarded = 0
@@ -93,10 +94,15 @@ def test_disk_full_then_space_returns(make_server: Callable[..., RunningServer],
         assert rank_and_reward(server) == (True, True)
     ranked, rewarded = ranked + 10, rewarded + 10
     wait_learned(server, rewarded)
+
+    filler = fill(small_disk)  # full again: the stop cannot write its checkpoint, and still exits cleanly
     assert server.stop() == 0, server.log()[-3000:]
+    assert "checkpoint_failed" in server.log()
+    filler.unlink()
 
     server.start()  # nothing acknowledged was lost, nothing is corrupt
     stats = server.admin.GetStats(apb.GetStatsRequest(decision_point="demo"))
+    # The journal since the last good checkpoint (here: none) was replayed into the model.
     assert (stats.ranks, stats.rewards, stats.learned) == (ranked, rewarded, rewarded)
     assert "checkpoint_unusable" not in server.log()
     assert server.stop() == 0

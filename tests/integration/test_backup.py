@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import lmdb
+import pytest
 
 from service._pb.kairos.v1 import admin_service_pb2 as apb
 from service._pb.kairos.v1 import decision_service_pb2 as dpb
@@ -109,13 +110,16 @@ def test_backup_refuses_a_non_empty_destination_and_a_missing_source(tmp_path: P
     assert "Traceback" not in missing.stderr + occupied.stderr
 
 
-def test_an_older_data_dir_is_backed_up_then_migrated(make_server: Callable[..., RunningServer]) -> None:
+@pytest.mark.parametrize("recorded", [None, b"0"])
+def test_an_older_data_dir_is_backed_up_then_migrated(
+    make_server: Callable[..., RunningServer], recorded: bytes | None
+) -> None:
     server = make_server().start()
     event = server.decisions.Rank(rank_request(4)).event_id
     server.decisions.Reward(dpb.RewardRequest(decision_point="demo", event_id=event, value=1.0))
     wait_learned(server, 1)
     assert server.stop() == 0
-    set_format(server.data_dir, None)  # as a build from before the format was recorded left it
+    set_format(server.data_dir, recorded)  # as a build from before format 1 left it
 
     server.start()
     assert server.admin.GetStats(apb.GetStatsRequest(decision_point="demo")).rewards == 1
@@ -124,7 +128,7 @@ def test_an_older_data_dir_is_backed_up_then_migrated(make_server: Callable[...,
     assert server.stop() == 0
     (backup,) = (server.data_dir / "backups").iterdir()
     assert backup.name.startswith("format-0-")
-    assert get_format(backup) is None  # untouched: the previous version can be pointed at it
+    assert get_format(backup) == recorded  # untouched: the previous version can be pointed at it
     old = make_server(name="old")
     old.data_dir = backup
     old.start()  # (this build migrates it in turn; what matters is that it is whole)
