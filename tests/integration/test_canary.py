@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import grpc
 import pytest
@@ -25,10 +28,12 @@ def rank_and_reward(server: RunningServer, n: int) -> None:
         server.decisions.Reward(dpb.RewardRequest(decision_point="demo", event_id=event, value=1.0))
 
 
-def newest_checkpoint(server: RunningServer, learned: int, timeout: float = 20.0) -> apb.Checkpoint:
+def newest_checkpoint(
+    server: RunningServer, learned: int, timeout: float = 20.0, metadata: Sequence[tuple[str, str]] = ()
+) -> apb.Checkpoint:
     deadline = time.monotonic() + timeout
     while True:
-        found = server.admin.ListCheckpoints(apb.ListCheckpointsRequest(name="demo")).checkpoints
+        found = server.admin.ListCheckpoints(apb.ListCheckpointsRequest(name="demo"), metadata=metadata).checkpoints
         if found and found[0].learned >= learned:
             return found[0]
         assert time.monotonic() < deadline, f"no checkpoint with {learned} events: {found}"
@@ -79,23 +84,40 @@ def test_rollback_drops_later_learning_for_good(make_server: Callable[..., Runni
     assert server.stop() == 0
 
 
-def test_rollback_command_lists_and_rolls_back(make_server: Callable[..., RunningServer]) -> None:
-    server = make_server("--checkpoint-interval-s", "0.1").start()
-    rank_and_reward(server, 3)
-    wait_learned(server, 3)
-    good = newest_checkpoint(server, 3)
-    rank_and_reward(server, 2)
-    wait_learned(server, 5)
-    newest_checkpoint(server, 5)
-    port = str(server.port)
-    listing = kairos("rollback", "demo", "--port", port)
+def test_rollback_command_with_a_token_lists_rolls_back_and_is_audited(
+    make_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    ops = secrets.token_urlsafe(24)
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"ops admin,serve {ops}\n")
+    (tmp_path / "ops.token").write_text(ops + "\n")
+    server = make_server("--checkpoint-interval-s", "0.1", "--auth-tokens-file", str(tokens)).start()
+    auth = [("authorization", f"Bearer {ops}")]
+    for i in range(5):
+        event = server.decisions.Rank(rank_request(4), metadata=auth).event_id
+        server.decisions.Reward(dpb.RewardRequest(decision_point="demo", event_id=event, value=1.0), metadata=auth)
+        if i == 2:
+            wait_learned(server, 3, metadata=auth)
+            good = newest_checkpoint(server, 3, metadata=auth)
+    wait_learned(server, 5, metadata=auth)
+    newest_checkpoint(server, 5, metadata=auth)
+    port, token_file = str(server.port), str(tmp_path / "ops.token")
+    without = kairos("rollback", "demo", "--port", port)
+    assert without.returncode == 1 and "UNAUTHENTICATED" in without.stderr
+    listing = kairos("rollback", "demo", "--port", port, "--token-file", token_file)
     assert listing.returncode == 0, listing.stderr
     rows = [line.split("\t") for line in listing.stdout.splitlines()[1:]]
     assert rows[0][1] == "1.5" and [str(good.seq), "1.3", "3"] == next(row[:3] for row in rows if row[1] == "1.3")
-    done = kairos("rollback", "demo", "--seq", str(good.seq), "--port", port)
+    done = kairos("rollback", "demo", "--seq", str(good.seq), "--port", port, "--token-file", token_file)
     assert done.returncode == 0 and "now serving model 2.3 (2 learned events dropped)" in done.stdout
-    missing = kairos("rollback", "demo", "--seq", "999999", "--port", port)
+    missing = kairos("rollback", "demo", "--seq", "999999", "--port", port, "--token-file", token_file)
     assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+    records = server.admin.ListAuditRecords(apb.ListAuditRecordsRequest(), metadata=auth).audit_records
+    rollback = next(r for r in records if r.action == "RollbackModel")
+    assert (rollback.actor, rollback.decision_point) == ("ops", "demo")
+    assert json.loads(rollback.before_json) == {"model_version": "1.5"}
+    assert json.loads(rollback.after_json) == {"model_version": "2.3", "checkpoint_seq": good.seq, "dropped_events": 2}
+    assert ops not in server.log()
     assert server.stop() == 0
 
 
