@@ -13,9 +13,10 @@ from service.version import VERSION
 
 MAX_HEADER_BYTES = 8192
 READ_TIMEOUT_S = 5.0
-COUNTER_HELP = {"explored": "Ranks whose shown action was not among the model's most likely (exploration)."}
-
-
+COUNTER_HELP = {
+    "explored": "Ranks whose shown action was not among the model's most likely (exploration).",
+    "fallbacks": "Ranks answered with the fallback ranking because the model could not answer (fail-open).",
+}
 
 
 def gauges(plane: DecisionPlane) -> list[metrics.Gauge]:
