@@ -59,3 +59,12 @@ def draw_for(seed: int, event_id: str) -> float:
     """
     digest = hashlib.blake2b(f"{seed}:{event_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest) / 2.0**64
+
+
+def fallback(action_ids: Sequence[str], baseline_id: str = "") -> Ranking:
+    """The ranking to give when the model cannot answer: the baseline action first (when it is a
+    candidate), then the candidates in the order given; probability 1 for the first, 0 for the rest,
+    which is the truth about how it was chosen."""
+    first = action_ids.index(baseline_id) if baseline_id in action_ids else 0
+    order = (first, *(i for i in range(len(action_ids)) if i != first))
+    return Ranking(order=order, probabilities=tuple(1.0 if i == first else 0.0 for i in range(len(action_ids))))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import structlog
 
-from service import config_file, tokens
+from service import config_file, datadir, lifecycle, tokens
 from service.audit import AuditLog
 from service.domain import DecisionPointConfig
 from service.grpc import auth
@@ -35,8 +35,16 @@ def open_plane(settings: Settings) -> DecisionPlane:
     store = Store(settings.data_dir / "lmdb", sync=settings.sync_commits, map_size=settings.map_size_mb << 20)
     if store.stale_readers_cleared:
         log.warning("stale_lmdb_readers_cleared", count=store.stale_readers_cleared)
-    limits = Limits(max_actions=settings.max_actions, max_features=settings.max_features)
-    return DecisionPlane(store, settings.data_dir / "models", limits)
+    datadir.prepare(store, settings.data_dir)
+    return DecisionPlane(store, settings.data_dir / "models", limits_of(settings), settings.checkpoints_kept)
+
+
+def limits_of(settings: Settings) -> Limits:
+    return Limits(
+        max_actions=settings.max_actions,
+        max_features=settings.max_features,
+        fallback_margin_s=settings.fallback_margin_ms / 1000,
+    )
 
 
 def apply_declared(plane: DecisionPlane, declared: list[DecisionPointConfig], demo: bool, audit: AuditLog) -> None:
@@ -119,7 +127,8 @@ async def serve(settings: Settings, declared: list[DecisionPointConfig]) -> None
     if pool is not None and watcher is not None:
         await pool.stop(settings.grace_period_s)  # workers drain first: their pass-through calls need us
         watcher.cancel()
-    await server.stop(settings.grace_period_s)  # in-flight calls finish; new ones get UNAVAILABLE
+    grace_left = await lifecycle.drain(rpc_metrics, settings.grace_period_s)  # answer what has arrived
+    await server.stop(grace_left)  # in-flight calls finish; new ones get UNAVAILABLE
     ready = False
     await http.stop()
     await loop.stop()

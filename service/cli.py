@@ -6,6 +6,7 @@ import argparse
 import sys
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from service import config_file, log_setup
 from service import settings as settings_module
@@ -17,6 +18,8 @@ Kairos: real-time next-best-action decisions over gRPC.
   kairos serve                       start on 127.0.0.1:50051 with data in ./kairos-data
   kairos serve --config kairos.toml  also declare decision points from a TOML file
   kairos health                      exit 0 when the local server is SERVING
+  kairos backup --to DIR             consistent copy of the data directory, also while serving
+  kairos rollback NAME [--seq N]     list a decision point's checkpoints, or roll its model back to one
 
 Every serve flag can also be set as an environment variable KAIROS_<NAME>
 (for example KAIROS_DATA_DIR=/data) or in the config file's [server] table.
@@ -54,12 +57,102 @@ def _health_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
         help="check a running server's gRPC health (exit 0 when SERVING; for container HEALTHCHECKs)",
         description="Ask a running Kairos server's grpc.health.v1 service whether it is SERVING.",
     )
-    health.add_argument("--host", default="127.0.0.1")
-    health.add_argument("--port", type=int, default=None, help="default: KAIROS_PORT or 50051")
     health.add_argument("--timeout", type=float, default=3.0, help="seconds")
-    health.add_argument("--ca-file", type=Path, help="speak TLS, trusting the server certificates this PEM CA signed")
-    health.add_argument("--cert-file", type=Path, help="PEM client certificate, for a server requiring mutual TLS")
-    health.add_argument("--key-file", type=Path, help="PEM private key of --cert-file")
+    _connection_arguments(health)
+
+
+def _connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """How a client command reaches a running server."""
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=None, help="default: KAIROS_PORT or 50051")
+    parser.add_argument("--ca-file", type=Path, help="speak TLS, trusting the server certificates this PEM CA signed")
+    parser.add_argument("--cert-file", type=Path, help="PEM client certificate, for a server requiring mutual TLS")
+    parser.add_argument("--key-file", type=Path, help="PEM private key of --cert-file")
+
+
+def _channel(args: argparse.Namespace) -> tuple[Any, str]:
+    """A channel to the server ``args`` name, and its address for messages."""
+    import grpc
+
+    target = f"{args.host}:{args.port or settings_module.load().port}"
+    if args.ca_file:
+        key = args.key_file.read_bytes() if args.key_file else None
+        cert = args.cert_file.read_bytes() if args.cert_file else None
+        credentials = grpc.ssl_channel_credentials(args.ca_file.read_bytes(), private_key=key, certificate_chain=cert)
+        return grpc.secure_channel(target, credentials), target
+    return grpc.insecure_channel(target), target
+
+
+def _backup_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    backup = sub.add_parser(
+        "backup",
+        help="copy the data directory consistently, also while a server is using it",
+        description="Copy the LMDB database and the model checkpoints it refers to into a new directory. "
+        "Safe while a server runs; start a server with --data-dir on the copy to restore it.",
+    )
+    backup.add_argument("--data-dir", type=Path, default=None, help="default: KAIROS_DATA_DIR or kairos-data")
+    backup.add_argument("--to", type=Path, required=True, help="a new (or empty) directory")
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from service.backup import BackupError, backup
+    from service.store.lmdb_store import DataDirError
+
+    data_dir = args.data_dir or settings_module.load().data_dir
+    try:
+        report = backup(data_dir, args.to)
+    except (BackupError, DataDirError, OSError) as err:
+        print(f"kairos backup: {err}", file=sys.stderr)
+        return 1
+    print(
+        f"backed up {report.decision_points} decision points, {report.checkpoints} checkpoints, "
+        f"{report.bytes} bytes to {report.destination}"
+    )
+    return 0
+
+
+def _rollback_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    rollback = sub.add_parser(
+        "rollback",
+        help="list a decision point's checkpoints, or roll its model back to one (on a running server)",
+        description="Without --seq: list the kept checkpoints of the decision point's model, newest first. "
+        "With --seq: serve on from that checkpoint (AdminService.RollbackModel).",
+    )
+    rollback.add_argument("name", help="decision point")
+    rollback.add_argument("--seq", type=int, default=None, help="a checkpoint's seq, from the listing")
+    rollback.add_argument("--token-file", type=Path, help="file holding a token with the admin scope")
+    _connection_arguments(rollback)
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    import grpc
+
+    from service._pb.kairos.v1 import admin_service_pb2 as admin_pb
+    from service._pb.kairos.v1 import admin_service_pb2_grpc as admin_grpc
+
+    token = args.token_file.read_text().strip() if args.token_file else ""
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    channel, _ = _channel(args)
+    with channel:
+        admin = admin_grpc.AdminServiceStub(channel)
+        try:
+            if args.seq is None:
+                listing = admin.ListCheckpoints(
+                    admin_pb.ListCheckpointsRequest(name=args.name), timeout=30, metadata=metadata
+                )
+                print("seq\tmodel_version\tlearned\taverage_reward\tcreated")
+                for c in listing.checkpoints:
+                    created = c.create_time.ToDatetime().isoformat(timespec="seconds")
+                    print(f"{c.seq}\t{c.model_version}\t{c.learned}\t{c.average_reward:.4f}\t{created}Z")
+                return 0
+            done = admin.RollbackModel(
+                admin_pb.RollbackModelRequest(name=args.name, seq=args.seq), timeout=60, metadata=metadata
+            )
+        except grpc.RpcError as err:
+            print(f"kairos rollback: {err.code().name}: {err.details()}", file=sys.stderr)
+            return 1
+    print(f"{args.name}: now serving model {done.model_version} ({done.dropped_events} learned events dropped)")
+    return 0
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -77,20 +170,12 @@ def _health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    port = args.port or settings_module.load().port
-    target = f"{args.host}:{port}"
-    if args.ca_file:
-        key = args.key_file.read_bytes() if args.key_file else None
-        cert = args.cert_file.read_bytes() if args.cert_file else None
-        credentials = grpc.ssl_channel_credentials(args.ca_file.read_bytes(), private_key=key, certificate_chain=cert)
-        channel = grpc.secure_channel(target, credentials)
-    else:
-        channel = grpc.insecure_channel(target)
+    channel, target = _channel(args)
     with channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
         except grpc.RpcError as err:
-            print(f"kairos health: {args.host}:{port}: {err.code().name}", file=sys.stderr)
+            print(f"kairos health: {target}: {err.code().name}", file=sys.stderr)
             return 1
     name = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
     print(name)
@@ -111,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _serve_parser(sub)
     _health_parser(sub)
+    _backup_parser(sub)
+    _rollback_parser(sub)
     _worker_parser(sub)
     args = parser.parse_args(argv)
     if args.command is None:
@@ -120,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
         return _health(args)
     if args.command == "worker":
         return _worker(args)
+    if args.command == "backup":
+        return _backup(args)
+    if args.command == "rollback":
+        return _rollback(args)
     overrides = {k: v for k, v in vars(args).items() if k != "command"}
     try:
         config = None

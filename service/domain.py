@@ -122,6 +122,8 @@ class Decision:
     reward: float | None = None
     reward_ids: list[str] = field(default_factory=list)
     subject_id: str = ""
+    # Why the model did not choose (a fallback ranking was given); empty when it did. Never learned.
+    fallback: str = ""
 
     @property
     def chosen(self) -> int:
@@ -156,6 +158,7 @@ class Decision:
                 self.reward,
                 self.reward_ids,
                 self.subject_id,
+                self.fallback,
             ],
             separators=(",", ":"),
             ensure_ascii=False,

@@ -5,21 +5,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from importlib import metadata
 
 from service import metrics
 from service.plane import DecisionPlane, Stats
+from service.store.lmdb_store import FORMAT_VERSION
+from service.version import VERSION
 
 MAX_HEADER_BYTES = 8192
 READ_TIMEOUT_S = 5.0
-COUNTER_HELP = {"explored": "Ranks whose shown action was not among the model's most likely (exploration)."}
-
-
-def version() -> str:
-    try:
-        return metadata.version("kairos")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+COUNTER_HELP = {
+    "explored": "Ranks whose shown action was not among the model's most likely (exploration).",
+    "fallbacks": "Ranks answered with the fallback ranking because the model could not answer (fail-open).",
+}
 
 
 def gauges(plane: DecisionPlane) -> list[metrics.Gauge]:
@@ -31,7 +28,12 @@ def gauges(plane: DecisionPlane) -> list[metrics.Gauge]:
         return [([("decision_point", s.decision_point)], pick(s)) for s in stats]
 
     found: list[metrics.Gauge] = [
-        ("kairos_build_info", "gauge", "Kairos version.", [([("version", version())], 1.0)]),
+        (
+            "kairos_build_info",
+            "gauge",
+            "Kairos version and the data directory format it writes.",
+            [([("version", VERSION), ("data_format", str(FORMAT_VERSION))], 1.0)],
+        ),
         ("kairos_lmdb_size_bytes", "gauge", "Bytes used in the LMDB file.", [([], float(plane.store.size_bytes()))]),
     ]
     for counter in (
@@ -42,6 +44,7 @@ def gauges(plane: DecisionPlane) -> list[metrics.Gauge]:
         "default_rewards",
         "expired_events",
         "explored",
+        "fallbacks",
     ):
         samples = [([("decision_point", s.decision_point)], float(s.counters[counter])) for s in stats]
         help_text = COUNTER_HELP.get(counter, f"{counter.replace('_', ' ').capitalize()}.")

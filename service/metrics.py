@@ -30,6 +30,9 @@ class RpcMetrics:
         self.calls: dict[tuple[str, str], int] = defaultdict(int)
         self.buckets: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * (len(BUCKETS) + 1))
         self.sums: dict[tuple[str, str], float] = defaultdict(float)
+        # Calls begun and calls running now: shutdown drains until these stay still.
+        self.started = 0
+        self.in_flight = 0
 
     def observe(self, method: str, status: str, seconds: float) -> None:
         key = (method, status)

@@ -15,6 +15,7 @@ import collections
 import hashlib
 import math
 import shutil
+import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -27,7 +28,7 @@ import structlog
 from policies.features import CandidateLike, FeatureError, FeatureGroup, NamespaceTable, action_line, shared_line
 from policies.learner_options import OptionsError
 from policies.lru import LRU
-from policies.ranking import draw_for, rank
+from policies.ranking import Ranking, draw_for, fallback, rank
 from policies.vw import PolicyError, VWPolicy
 from service.domain import (
     EXPIRED,
@@ -45,7 +46,7 @@ from service.domain import (
 from service.errors import Code, KairosError, failed_precondition, invalid, not_found
 from service.learning import models
 from service.learning.models import ModelState, now_ms
-from service.store.lmdb_store import DAY_MS, JournalEntry, Store, Txn
+from service.store.lmdb_store import DAY_MS, CheckpointMeta, JournalEntry, Store, Txn
 
 log = structlog.get_logger(__name__)
 MAX_REWARD_IDS = 1000
@@ -57,6 +58,8 @@ ACTION_LINE_CACHE = 20_000
 class Limits:
     max_actions: int = 256
     max_features: int = 4096  # context and action features of one request together
+    # Rank falls back when the caller's deadline leaves less than the model's usual predict time plus this.
+    fallback_margin_s: float = 0.001
 
 
 class RankCandidate(CandidateLike, Protocol):
@@ -77,6 +80,7 @@ class RankInput:
     defer_activation: bool = False
     baseline_action_id: str = ""
     channel: str = ""
+    deadline: float | None = None  # the caller's deadline on time.monotonic()'s clock
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ class RankOutput:
     event_id: str
     ranking: list[tuple[str, float]]
     model_version: str
+    fallback_reason: str = ""  # empty when the model answered
 
 
 @dataclass(frozen=True)
@@ -147,10 +152,17 @@ def validate_config(config: DecisionPointConfig) -> None:
 
 
 class DecisionPlane:
-    def __init__(self, store: Store, models_dir: Path, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        models_dir: Path,
+        limits: Limits | None = None,
+        checkpoints_kept: int = models.CHECKPOINTS_KEPT,
+    ) -> None:
         self.store = store
         self.models_dir = models_dir
         self.limits = limits or Limits()
+        self.checkpoints_kept = max(checkpoints_kept, 1)
         self.states: dict[str, ModelState] = {}
         self._action_lines: dict[str, LRU[bytes, tuple[str, int, bytes]]] = {}
         # Called after a commit made events learnable; the learning loop sets it.
@@ -203,8 +215,7 @@ class DecisionPlane:
                 return _answer(existing)
         event_id = request.event_id or uuid.uuid4().hex
 
-        prediction = state.policy.predict(shared, lines)
-        ranking = rank(prediction.pmf, prediction.scores, draw_for(state.record.config.effective_seed, event_id))
+        ranking, fallback_reason = self._choose(state, request, candidates, shared, lines, event_id)
         ranked_at = now_ms()
         line_day = ranked_at // DAY_MS
         new_lines = self.store.new_lines(line_day, keys, lines)
@@ -218,13 +229,16 @@ class DecisionPlane:
             line_keys=line_keys,
             order=list(ranking.order),
             probabilities=list(ranking.probabilities),
-            model_version=state.model_version,
+            model_version="" if fallback_reason else state.model_version,
             fingerprint=fingerprint,
             deferred=request.defer_activation,
             subject_id=request.subject_id,
+            fallback=fallback_reason,
         )
         pending = _Pending()
         pending.deltas["ranks"] += 1
+        if fallback_reason:
+            pending.deltas["fallbacks"] += 1
         pending.deltas["open_events"] += 1
         if ranking.probabilities[ranking.order[0]] < max(ranking.probabilities):
             pending.deltas["explored"] += 1  # the action shown is not among the model's most likely
@@ -247,6 +261,35 @@ class DecisionPlane:
             return _answer(existing)
         self.store.remember_lines(new_lines)
         return _answer(decision)
+
+    def _choose(
+        self,
+        state: ModelState,
+        request: RankInput,
+        candidates: Sequence[RankCandidate],
+        shared: str,
+        lines: list[str],
+        event_id: str,
+    ) -> tuple[Ranking, str]:
+        """The model's ranking, or (fail-open) the fallback ranking and why the model did not answer."""
+        if not state.loaded:
+            reason = "MODEL_NOT_LOADED"
+        elif request.deadline is not None and (
+            request.deadline - time.monotonic() < state.predict_s + self.limits.fallback_margin_s
+        ):
+            reason = "DEADLINE"
+        else:
+            started = time.perf_counter()
+            try:
+                prediction = state.policy.predict(shared, lines)
+            except PolicyError as err:
+                log.warning("model_failed_fallback_used", decision_point=state.name, error=str(err))
+                reason = "MODEL_ERROR"
+            else:
+                state.predict_s += (time.perf_counter() - started - state.predict_s) * 0.1
+                draw = draw_for(state.record.config.effective_seed, event_id)
+                return rank(prediction.pmf, prediction.scores, draw), ""
+        return fallback([c.id for c in candidates], request.baseline_action_id), reason
 
     def _eligible(self, request: RankInput) -> list[RankCandidate]:
         limits = self.limits
@@ -415,6 +458,8 @@ class DecisionPlane:
         """Mark the event learnable with ``reward``; its journal entry joins ``pending``."""
         decision.state = LEARNING
         pending.deltas["open_events"] -= 1
+        if decision.fallback:
+            return  # the model did not choose it: its probabilities say nothing the model could learn from
         seq = state.next_seq + len(pending.journal)
         pending.journal.append(JournalEntry(seq, decision.event_id, reward, decision))
 
@@ -505,15 +550,23 @@ class DecisionPlane:
             self.store.write(lambda txn: self.store.put_decision_point(txn, record))
             state.policy.close()
             state.record, state.policy = record, policy
-            models.checkpoint(self.store, self.models_dir, state)
+            self._checkpoint(state)
         else:
             self.store.write(lambda txn: self.store.put_decision_point(txn, record))
             state.record = record
         log.info("decision_point_updated", decision_point=config.name, before=old.to_dict(), after=config.to_dict())
         return state.record
 
-    def _start_generation(self, state: ModelState, record: DecisionPointRecord, model: bytes | None = None) -> None:
-        """Replace the model (fresh or imported); everything journaled so far belongs to the old one."""
+    def _start_generation(
+        self,
+        state: ModelState,
+        record: DecisionPointRecord,
+        model: bytes | None = None,
+        learned: int = 0,
+        reward_sum: float = 0.0,
+    ) -> None:
+        """Replace the model (fresh, imported or rolled back, which has ``learned`` events in it); everything
+        journaled so far belongs to the old one and is never replayed into the new one."""
         record = DecisionPointRecord(
             config=record.config,
             namespaces=record.namespaces,
@@ -525,9 +578,12 @@ class DecisionPlane:
         state.policy.close()
         state.record, state.policy = record, policy
         state.applied_seq = state.checkpoint_seq = record.base_seq
-        state.learned, state.reward_sum = 0, 0.0
+        state.learned, state.reward_sum = learned, reward_sum
         state.backlog.clear()
-        models.checkpoint(self.store, self.models_dir, state)
+        self._checkpoint(state)
+
+    def _checkpoint(self, state: ModelState) -> None:
+        models.checkpoint(self.store, self.models_dir, state, self.checkpoints_kept)
 
     def delete_decision_point(self, name: str) -> None:
         state = self._state(name)
@@ -552,6 +608,47 @@ class DecisionPlane:
 
     def model_version(self, name: str) -> str:
         return self._state(name).model_version
+    def list_checkpoints(self, name: str) -> list[CheckpointMeta]:
+        """The current model generation's kept checkpoints, newest first."""
+        state = self._state(name)
+        with self.store.read() as txn:
+            return self.store.checkpoints(txn, name, state.record.generation)
+
+    def rollback_model(self, name: str, seq: int) -> tuple[str, int]:
+        """Serve and learn on from the checkpoint at journal position ``seq``. The restored model starts a
+        new generation whose journal begins now, so the events learned after the checkpoint are never
+        replayed into it, not even after a restart. Returns the new model version and how many learned
+        events were dropped."""
+        state = self._state(name)
+        meta = next((m for m in self.list_checkpoints(name) if m.seq == seq), None)
+        if meta is None:
+            raise not_found(
+                "CHECKPOINT_NOT_FOUND",
+                f"decision point {name!r} has no checkpoint at seq {seq}; ListCheckpoints shows the kept ones",
+            )
+        try:
+            model = models.read_checkpoint(self.models_dir, name, meta)
+        except (OSError, PolicyError) as err:
+            log.warning("rollback_checkpoint_unusable", decision_point=name, file=meta.file, error=str(err))
+            raise failed_precondition(
+                "CHECKPOINT_UNUSABLE", f"the checkpoint at seq {seq} is damaged; choose another one"
+            ) from None
+        # Events still waiting in the backlog belong to the old model too: learn them first so the
+        # count of dropped events is exact and nothing journaled is left half-applied.
+        while state.backlog:
+            models.learn(self.store, state, state.backlog.popleft())
+        dropped = state.learned - meta.learned
+        before = state.model_version
+        self._start_generation(state, state.record, model, meta.learned, meta.reward_sum)
+        log.warning(
+            "model_rolled_back",
+            decision_point=name,
+            before=before,
+            after=state.model_version,
+            checkpoint_seq=seq,
+            dropped_events=dropped,
+        )
+        return state.model_version, dropped
 
     def export_model(self, name: str) -> tuple[bytes, str]:
         state = self._state(name)
@@ -604,10 +701,19 @@ class DecisionPlane:
             self.store.write(commit)
         return len(gone)
 
-    def checkpoint_all(self, force: bool = False) -> None:
+    def checkpoint_all(self, force: bool = False) -> int:
+        """Checkpoint every model that learned since its last checkpoint; returns how many failed. A
+        failure (a full disk) loses nothing: the journal since the last good checkpoint stays in LMDB
+        and is replayed at the next start."""
+        failed = 0
         for state in list(self.states.values()):
             if force or state.applied_seq != state.checkpoint_seq:
-                models.checkpoint(self.store, self.models_dir, state)
+                try:
+                    self._checkpoint(state)
+                except (OSError, KairosError) as err:
+                    failed += 1
+                    log.error("checkpoint_failed", decision_point=state.name, error=str(err))
+        return failed
 
     def close(self) -> None:
         for state in self.states.values():
@@ -620,4 +726,5 @@ def _answer(decision: Decision) -> RankOutput:
         event_id=decision.event_id,
         ranking=[(ids[i], probabilities[i]) for i in decision.order],
         model_version=decision.model_version,
+        fallback_reason=decision.fallback,
     )

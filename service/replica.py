@@ -58,7 +58,12 @@ class Replica:
                 # A new decision point or model generation: untrained until its first snapshot arrives.
                 if state is not None:
                     state.policy.close()
-                self.plane.states[name] = ModelState(record=record, policy=VWPolicy(args), applied_seq=0, next_seq=0)
+                # A new decision point's model is untrained in the learning process too: rank with it. A
+                # later generation may start from an imported or rolled-back model: until its snapshot
+                # arrives, Rank answers with the fallback ranking rather than from an untrained model.
+                self.plane.states[name] = ModelState(
+                    record=record, policy=VWPolicy(args), applied_seq=0, next_seq=0, loaded=record.generation == 1
+                )
                 self._loaded.pop(name, None)
                 continue
             if state.policy.args != args:
@@ -76,4 +81,5 @@ class Replica:
         state.policy.close()
         state.policy = policy
         state.learned = meta.learned
+        state.loaded = True
         self._loaded[state.name] = meta.file

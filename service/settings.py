@@ -60,6 +60,12 @@ class Settings:
     """Calls in flight before new ones get RESOURCE_EXHAUSTED."""
     grace_period_s: float = 10.0
     """On SIGTERM/SIGINT, how long in-flight calls may take to finish."""
+    fallback_margin_ms: float = 1.0
+    """Rank answers with the fallback ranking (baseline first, never learned) when the caller's deadline
+    leaves less than the model's usual predict time plus this margin."""
+    checkpoints_kept: int = 3
+    """Newest checkpoints kept per decision point: how far back RollbackModel can go (the learning journal
+    since the oldest is kept too)."""
     reflection: bool = True
     """Serve gRPC server reflection (for grpcurl)."""
     log_format: str = "auto"

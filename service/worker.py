@@ -19,13 +19,15 @@ from typing import Any
 import grpc
 import structlog
 
+from service import lifecycle
 from service._pb.kairos.v1 import admin_service_pb2_grpc, decision_service_pb2_grpc
+from service.bootstrap import limits_of
 from service.grpc import auth
 from service.grpc import server as grpc_server
 from service.grpc.forwarding import ForwardingDecisionServicer, forwarding_admin_servicer
 from service.grpc.interceptors import server_interceptors
 from service.metrics import RpcMetrics
-from service.plane import DecisionPlane, Limits
+from service.plane import DecisionPlane
 from service.replica import Replica
 from service.settings import Settings
 from service.store.lmdb_store import Store
@@ -48,7 +50,7 @@ async def serve(settings: Settings, primary_address: str, ready_file: Path) -> N
     store = Store(
         settings.data_dir / "lmdb", sync=settings.sync_commits, map_size=settings.map_size_mb << 20, owner=False
     )
-    plane = DecisionPlane(store, settings.data_dir / "models", Limits(settings.max_actions, settings.max_features))
+    plane = DecisionPlane(store, settings.data_dir / "models", limits_of(settings))
     replica = Replica(plane, settings.data_dir / "snapshots")
     replica.refresh()
     primary = grpc.aio.insecure_channel(primary_address)
@@ -90,7 +92,7 @@ async def serve(settings: Settings, primary_address: str, ready_file: Path) -> N
 
     await stop.wait()
     await grpc_server.set_serving(health, False)
-    await server.stop(settings.grace_period_s)
+    await server.stop(await lifecycle.drain(metrics, settings.grace_period_s))
     ready = False
     follower.cancel()
     await primary.close()

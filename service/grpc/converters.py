@@ -17,6 +17,7 @@ from service.audit import AuditRecord
 from service.domain import DEFAULT_REWARD_WAIT_MS, DecisionPointConfig, DecisionPointRecord
 from service.errors import invalid
 from service.plane import RankInput, RankOutput, Stats
+from service.store.lmdb_store import CheckpointMeta
 
 _AGGREGATION = {
     types_pb.REWARD_AGGREGATION_UNSPECIFIED: "first",
@@ -60,7 +61,7 @@ class ProtoCandidate:
         return feature_groups(self._action.features)
 
 
-def rank_input(request: decision_pb.RankRequest) -> RankInput:
+def rank_input(request: decision_pb.RankRequest, deadline: float | None = None) -> RankInput:
     return RankInput(
         decision_point=request.decision_point,
         candidates=[ProtoCandidate(action) for action in request.actions],
@@ -71,11 +72,17 @@ def rank_input(request: decision_pb.RankRequest) -> RankInput:
         defer_activation=request.defer_activation,
         baseline_action_id=request.baseline_action_id,
         channel=request.channel,
+        deadline=deadline,
     )
 
 
 def rank_response(output: RankOutput) -> decision_pb.RankResponse:
-    response = decision_pb.RankResponse(event_id=output.event_id, model_version=output.model_version)
+    response = decision_pb.RankResponse(
+        event_id=output.event_id,
+        model_version=output.model_version,
+        fallback=bool(output.fallback_reason),
+        fallback_reason=output.fallback_reason,
+    )
     add = response.ranking.add
     for action_id, probability in output.ranking:
         add(action_id=action_id, probability=probability)
@@ -228,6 +235,7 @@ def stats_pb(stats: Stats) -> admin_pb.DecisionPointStats:
         duplicate_rewards=counters["duplicate_rewards"],
         default_rewards=counters["default_rewards"],
         learner=learner,
+        fallbacks=counters["fallbacks"],
     )
 
 
@@ -252,3 +260,13 @@ def audit_record_pb(record: AuditRecord) -> admin_pb.AuditRecord:
     )
     found.time.FromMilliseconds(record.time_ms)
     return found
+def checkpoint_pb(meta: CheckpointMeta) -> admin_pb.Checkpoint:
+    checkpoint = admin_pb.Checkpoint(
+        seq=meta.seq,
+        model_version=f"{meta.generation}.{meta.learned}",
+        learned=meta.learned,
+        average_reward=meta.reward_sum / meta.learned if meta.learned else 0.0,
+        sha256=meta.sha256,
+    )
+    checkpoint.create_time.FromMilliseconds(meta.created_ms)
+    return checkpoint

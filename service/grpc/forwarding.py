@@ -11,7 +11,7 @@ from policies.features import UnknownNamespace
 from service._pb.kairos.v1 import admin_service_pb2, admin_service_pb2_grpc, decision_service_pb2_grpc
 from service.errors import KairosError
 from service.grpc import auth, converters
-from service.grpc.servicers import ForwardedError, rpc
+from service.grpc.servicers import ForwardedError, rank_deadline, ranked, rpc
 from service.plane import DecisionPlane
 from service.replica import Replica
 
@@ -47,9 +47,10 @@ class ForwardingDecisionServicer(decision_service_pb2_grpc.DecisionServiceServic
 
     @rpc("Rank")
     async def Rank(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        deadline = rank_deadline(context)
         for first_try in (True, False):
             try:
-                return converters.rank_response(self.plane.rank(converters.rank_input(request)))
+                return ranked(self.plane.rank(converters.rank_input(request, deadline)), context)
             except UnknownNamespace:
                 # Only the learning process indexes new namespaces; once it has, this worker ranks them too.
                 return await forward(self.primary.Rank, request, context)

@@ -63,6 +63,8 @@ class CallLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
+            self.metrics.started += 1
+            self.metrics.in_flight += 1
             # Request-scoped context: every line logged while serving this call names it (each call
             # runs in its own task, so this never leaks into another call).
             structlog.contextvars.bind_contextvars(rpc=name)
@@ -73,6 +75,7 @@ class CallLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 raised = False
                 return response
             finally:
+                self.metrics.in_flight -= 1
                 seconds = time.perf_counter() - started
                 status = _status(context, raised)
                 self.metrics.observe(name, status, seconds)

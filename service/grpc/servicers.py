@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -19,7 +20,8 @@ from service.domain import DecisionPointRecord
 from service.errors import Code, KairosError, invalid
 from service.grpc import auth, converters
 from service.grpc.errors import status_of
-from service.plane import DecisionPlane
+from service.plane import DecisionPlane, RankOutput
+from service.version import VERSION
 
 log = structlog.get_logger("kairos.rpc")
 
@@ -63,6 +65,29 @@ def rpc(method: str) -> Callable[[Handler[Request, Response]], Handler[Request, 
     return decorate
 
 
+def rank_deadline(context: grpc.aio.ServicerContext) -> float | None:
+    """The caller's deadline on time.monotonic()'s clock; a call whose deadline has passed is not computed."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return None
+    if remaining <= 0:
+        raise KairosError(
+            Code.DEADLINE_EXCEEDED,
+            "DEADLINE_PASSED",
+            "the call's deadline passed before Kairos started on it; nothing was ranked or recorded",
+        )
+    return time.monotonic() + float(remaining)
+
+
+def ranked(output: RankOutput, context: grpc.aio.ServicerContext) -> decision_pb.RankResponse:
+    """The response, with the server and model versions in the trailing metadata (for canary comparisons)."""
+    if output.model_version:
+        context.set_trailing_metadata((("kairos-version", VERSION), ("kairos-model-version", output.model_version)))
+    else:
+        context.set_trailing_metadata((("kairos-version", VERSION),))
+    return converters.rank_response(output)
+
+
 class _Base:
     def __init__(self, plane: DecisionPlane, ready: Callable[[], bool]) -> None:
         self.plane = plane
@@ -72,7 +97,8 @@ class _Base:
 class DecisionServicer(_Base, decision_grpc.DecisionServiceServicer):
     @rpc("Rank")
     async def Rank(self, request: decision_pb.RankRequest, context: grpc.aio.ServicerContext) -> Any:
-        return converters.rank_response(self.plane.rank(converters.rank_input(request)))
+        deadline = rank_deadline(context)
+        return ranked(self.plane.rank(converters.rank_input(request, deadline)), context)
 
     @rpc("Reward")
     async def Reward(self, request: decision_pb.RewardRequest, context: grpc.aio.ServicerContext) -> Any:
@@ -172,3 +198,21 @@ class AdminServicer(_Base, admin_grpc.AdminServiceServicer):
             audit_records=[converters.audit_record_pb(r) for r in records],
             next_page_token="" if last is None else str(last),
         )
+
+    @rpc("ListCheckpoints")
+    async def ListCheckpoints(self, request: admin_pb.ListCheckpointsRequest, context: Any) -> Any:
+        metas = self.plane.list_checkpoints(request.name)
+        return admin_pb.ListCheckpointsResponse(checkpoints=[converters.checkpoint_pb(m) for m in metas])
+
+    @rpc("RollbackModel")
+    async def RollbackModel(self, request: admin_pb.RollbackModelRequest, context: Any) -> Any:
+        before = self.plane.model_version(request.name)
+        version, dropped = self.plane.rollback_model(request.name, request.seq)
+        self._audit(
+            context,
+            "RollbackModel",
+            request.name,
+            {"model_version": before},
+            {"model_version": version, "checkpoint_seq": request.seq, "dropped_events": dropped},
+        )
+        return admin_pb.RollbackModelResponse(model_version=version, dropped_events=dropped)

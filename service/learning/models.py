@@ -33,6 +33,7 @@ COUNTER_NAMES = (
     "expired_events",
     "open_events",
     "explored",  # ranks whose shown action was not among the model's most likely
+    "fallbacks",
 )
 
 
@@ -51,6 +52,8 @@ class ModelState:
     checkpoint_seq: int = 0
     checkpoint_ms: int = 0
     backlog: collections.deque[JournalEntry] = field(default_factory=collections.deque)
+    loaded: bool = True  # False while a serving worker waits for the model's first snapshot
+    predict_s: float = 0.0  # moving average of the model's predict time, to foresee a missed deadline
 
     @property
     def name(self) -> str:
@@ -77,12 +80,8 @@ def load(store: Store, models_dir: Path, record: DecisionPointRecord) -> ModelSt
         last_seq = store.last_journal_seq(txn, name)
     policy, start = None, None
     for meta in metas:
-        path = models_dir / name / meta.file
         try:
-            data = path.read_bytes()
-            if hashlib.sha256(data).hexdigest() != meta.sha256:
-                raise PolicyError("checksum mismatch")
-            policy = VWPolicy(args, model=data)
+            policy = VWPolicy(args, model=read_checkpoint(models_dir, name, meta))
             start = meta
             break
         except (OSError, PolicyError) as err:
@@ -115,6 +114,14 @@ def load(store: Store, models_dir: Path, record: DecisionPointRecord) -> ModelSt
     return state
 
 
+def read_checkpoint(models_dir: Path, name: str, meta: CheckpointMeta) -> bytes:
+    """The checkpoint's model bytes, verified against the SHA-256 recorded with it."""
+    data = (models_dir / name / meta.file).read_bytes()
+    if hashlib.sha256(data).hexdigest() != meta.sha256:
+        raise PolicyError("checksum mismatch")
+    return data
+
+
 def learn(store: Store, state: ModelState, entry: JournalEntry) -> None:
     """Learn one journal entry (in sequence order) into the model."""
     if entry.seq <= state.applied_seq:
@@ -141,7 +148,7 @@ def learn(store: Store, state: ModelState, entry: JournalEntry) -> None:
     state.applied_seq = entry.seq
 
 
-def checkpoint(store: Store, models_dir: Path, state: ModelState) -> CheckpointMeta:
+def checkpoint(store: Store, models_dir: Path, state: ModelState, kept: int = CHECKPOINTS_KEPT) -> CheckpointMeta:
     """Save the model (atomic file + sha256), record it, prune old ones and the journal they cover."""
     name, generation = state.name, state.record.generation
     path = _checkpoint_path(models_dir, name, generation, state.applied_seq)
@@ -160,12 +167,11 @@ def checkpoint(store: Store, models_dir: Path, state: ModelState) -> CheckpointM
         store.put_checkpoint(txn, name, meta)
         every = store.all_checkpoints(txn, name)
         current = sorted((m for m in every if m.generation == generation), key=lambda m: m.seq)
-        stale = [m for m in every if m.generation != generation] + current[:-CHECKPOINTS_KEPT]
+        stale = [m for m in every if m.generation != generation] + current[:-kept]
         for old in stale:
             store.delete_checkpoint(txn, name, old)
-        kept = current[-CHECKPOINTS_KEPT:]
         # Entries older than the oldest kept checkpoint can never be replayed again.
-        store.prune_journal(txn, name, min(m.seq for m in kept))
+        store.prune_journal(txn, name, min(m.seq for m in current[-kept:]))
         return stale
 
     for old in store.write(record):

@@ -41,7 +41,7 @@ from service.errors import Code, KairosError
 
 FORMAT_VERSION = 1
 _U64 = struct.Struct(">Q")
-_DBS = (
+DB_NAMES = (
     "meta",
     "decision_points",
     "events",
@@ -114,40 +114,59 @@ class CheckpointMeta:
 
 
 class Store:
-    def __init__(self, path: Path, *, sync: bool = False, map_size: int = 1 << 30, owner: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        sync: bool = False,
+        map_size: int = 1 << 30,
+        owner: bool = True,
+        readonly: bool = False,
+    ) -> None:
         """``owner``: the process that learns (one per data directory, enforced with a lock file);
-        serving workers open the same environment without it."""
-        path.mkdir(parents=True, exist_ok=True)
+        serving workers open the same environment without it. ``readonly``: for backups (no owner)."""
+        if not readonly:
+            path.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._lock = _lock_exclusively(path / "kairos.lock") if owner else None
+        self._lock = _lock_exclusively(path / "kairos.lock") if owner and not readonly else None
         self.env = lmdb.open(
             str(path),
-            max_dbs=len(_DBS),
+            max_dbs=len(DB_NAMES),
             map_size=map_size,
             sync=sync,
             metasync=sync,
             writemap=False,  # with writemap a full disk kills the process with SIGBUS
             readahead=False,
             max_readers=256,
+            readonly=readonly,
+            create=not readonly,
         )
         self.stale_readers_cleared = self.env.reader_check()
         # Line keys known to be in the line table, so a Rank writes only lines new to the day.
         self._stored_lines: LRU[bytes, bool] = LRU(200_000)
-        self.db = {name: self.env.open_db(name.encode()) for name in _DBS}
-        self._check_format()
+        self.db = {name: self.env.open_db(name.encode(), create=not readonly) for name in DB_NAMES}
+        # The format of the directory as found: FORMAT_VERSION for a new one; below it, see service.datadir.
+        self.format_found = self._check_format(write=not readonly)
 
-    def _check_format(self) -> None:
-        with self.env.begin(write=True) as txn:
+    def _check_format(self, write: bool) -> int:
+        with self.env.begin(write=write) as txn:
             raw = txn.get(b"format", db=self.db["meta"])
             if raw is None:
-                txn.put(b"format", str(FORMAT_VERSION).encode(), db=self.db["meta"])
-                return
+                if txn.stat(self.db["decision_points"])["entries"] or txn.stat(self.db["events"])["entries"]:
+                    return 0  # made before the format was recorded
+                if write:
+                    txn.put(b"format", str(FORMAT_VERSION).encode(), db=self.db["meta"])
+                return FORMAT_VERSION
         found = int(raw)
         if found > FORMAT_VERSION:
             raise DataDirError(
                 f"the data directory has format {found}, newer than this build understands ({FORMAT_VERSION}); "
                 "run the newer Kairos version on it, or restore a backup taken before the upgrade"
             )
+        return found
+
+    def set_format(self, version: int) -> None:
+        self.write(lambda txn: txn.put(b"format", str(version).encode(), db=self.db["meta"]))
 
     # -- transactions -------------------------------------------------------
 

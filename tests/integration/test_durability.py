@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from service._pb.kairos.v1 import admin_service_pb2 as apb
@@ -12,10 +12,12 @@ from tests.helpers import rank_request
 from tests.server import RunningServer
 
 
-def wait_learned(server: RunningServer, count: int, timeout: float = 20.0) -> apb.DecisionPointStats:
+def wait_learned(
+    server: RunningServer, count: int, timeout: float = 20.0, metadata: Sequence[tuple[str, str]] = ()
+) -> apb.DecisionPointStats:
     deadline = time.monotonic() + timeout
     while True:
-        stats = server.admin.GetStats(apb.GetStatsRequest(decision_point="demo"))
+        stats = server.admin.GetStats(apb.GetStatsRequest(decision_point="demo"), metadata=metadata)
         if stats.learned >= count or time.monotonic() > deadline:
             return stats
         time.sleep(0.05)

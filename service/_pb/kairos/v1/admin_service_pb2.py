@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from service._pb.kairos.v1 import types_pb2 as kairos_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dkairos/v1/admin_service.proto\x12\tkairos.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15kairos/v1/types.proto\"N\n\x1a\x43reateDecisionPointRequest\x12\x30\n\x0e\x64\x65\x63ision_point\x18\x01 \x01(\x0b\x32\x18.kairos.v1.DecisionPoint\"\'\n\x17GetDecisionPointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"B\n\x19ListDecisionPointsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"h\n\x1aListDecisionPointsResponse\x12\x31\n\x0f\x64\x65\x63ision_points\x18\x01 \x03(\x0b\x32\x18.kairos.v1.DecisionPoint\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x94\x01\n\x1aUpdateDecisionPointRequest\x12\x30\n\x0e\x64\x65\x63ision_point\x18\x01 \x01(\x0b\x32\x18.kairos.v1.DecisionPoint\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x13\n\x0breset_model\x18\x03 \x01(\x08\"*\n\x1a\x44\x65leteDecisionPointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1d\n\x1b\x44\x65leteDecisionPointResponse\")\n\x0fGetStatsRequest\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x01 \x01(\t\"\xea\x01\n\x12\x44\x65\x63isionPointStats\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x01 \x01(\t\x12\r\n\x05ranks\x18\x02 \x01(\x03\x12\x0f\n\x07rewards\x18\x03 \x01(\x03\x12\x0f\n\x07learned\x18\x04 \x01(\x03\x12\x16\n\x0e\x61verage_reward\x18\x05 \x01(\x01\x12\x14\n\x0clate_rewards\x18\x06 \x01(\x03\x12\x19\n\x11\x64uplicate_rewards\x18\x07 \x01(\x03\x12\x17\n\x0f\x64\x65\x66\x61ult_rewards\x18\x08 \x01(\x03\x12)\n\x07learner\x18\t \x01(\x0b\x32\x18.kairos.v1.LearnerStatus\"\x9e\x01\n\rLearnerStatus\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x13\n\x0bopen_events\x18\x02 \x01(\x03\x12\x0f\n\x07\x62\x61\x63klog\x18\x03 \x01(\x03\x12\x16\n\x0e\x65xpired_events\x18\x04 \x01(\x03\x12\x38\n\x14last_checkpoint_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\"\n\x12\x45xportModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"K\n\x13\x45xportModelResponse\x12\r\n\x05model\x18\x01 \x01(\x0c\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"1\n\x12ImportModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\x0c\",\n\x13ImportModelResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\"!\n\x11ResetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"+\n\x12ResetModelResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\"@\n\x17ListAuditRecordsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"b\n\x18ListAuditRecordsResponse\x12-\n\raudit_records\x18\x01 \x03(\x0b\x32\x16.kairos.v1.AuditRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb7\x01\n\x0b\x41uditRecord\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0c\n\x04peer\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x06 \x01(\t\x12\x13\n\x0b\x62\x65\x66ore_json\x18\x07 \x01(\t\x12\x12\n\nafter_json\x18\x08 \x01(\t2\xe4\x06\n\x0c\x41\x64minService\x12V\n\x13\x43reateDecisionPoint\x12%.kairos.v1.CreateDecisionPointRequest\x1a\x18.kairos.v1.DecisionPoint\x12P\n\x10GetDecisionPoint\x12\".kairos.v1.GetDecisionPointRequest\x1a\x18.kairos.v1.DecisionPoint\x12\x61\n\x12ListDecisionPoints\x12$.kairos.v1.ListDecisionPointsRequest\x1a%.kairos.v1.ListDecisionPointsResponse\x12V\n\x13UpdateDecisionPoint\x12%.kairos.v1.UpdateDecisionPointRequest\x1a\x18.kairos.v1.DecisionPoint\x12\x64\n\x13\x44\x65leteDecisionPoint\x12%.kairos.v1.DeleteDecisionPointRequest\x1a&.kairos.v1.DeleteDecisionPointResponse\x12\x45\n\x08GetStats\x12\x1a.kairos.v1.GetStatsRequest\x1a\x1d.kairos.v1.DecisionPointStats\x12L\n\x0b\x45xportModel\x12\x1d.kairos.v1.ExportModelRequest\x1a\x1e.kairos.v1.ExportModelResponse\x12L\n\x0bImportModel\x12\x1d.kairos.v1.ImportModelRequest\x1a\x1e.kairos.v1.ImportModelResponse\x12I\n\nResetModel\x12\x1c.kairos.v1.ResetModelRequest\x1a\x1d.kairos.v1.ResetModelResponse\x12[\n\x10ListAuditRecords\x12\".kairos.v1.ListAuditRecordsRequest\x1a#.kairos.v1.ListAuditRecordsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dkairos/v1/admin_service.proto\x12\tkairos.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15kairos/v1/types.proto\"N\n\x1a\x43reateDecisionPointRequest\x12\x30\n\x0e\x64\x65\x63ision_point\x18\x01 \x01(\x0b\x32\x18.kairos.v1.DecisionPoint\"\'\n\x17GetDecisionPointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"B\n\x19ListDecisionPointsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"h\n\x1aListDecisionPointsResponse\x12\x31\n\x0f\x64\x65\x63ision_points\x18\x01 \x03(\x0b\x32\x18.kairos.v1.DecisionPoint\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x94\x01\n\x1aUpdateDecisionPointRequest\x12\x30\n\x0e\x64\x65\x63ision_point\x18\x01 \x01(\x0b\x32\x18.kairos.v1.DecisionPoint\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x13\n\x0breset_model\x18\x03 \x01(\x08\"*\n\x1a\x44\x65leteDecisionPointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1d\n\x1b\x44\x65leteDecisionPointResponse\")\n\x0fGetStatsRequest\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x01 \x01(\t\"\xfd\x01\n\x12\x44\x65\x63isionPointStats\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x01 \x01(\t\x12\r\n\x05ranks\x18\x02 \x01(\x03\x12\x0f\n\x07rewards\x18\x03 \x01(\x03\x12\x0f\n\x07learned\x18\x04 \x01(\x03\x12\x16\n\x0e\x61verage_reward\x18\x05 \x01(\x01\x12\x14\n\x0clate_rewards\x18\x06 \x01(\x03\x12\x19\n\x11\x64uplicate_rewards\x18\x07 \x01(\x03\x12\x17\n\x0f\x64\x65\x66\x61ult_rewards\x18\x08 \x01(\x03\x12)\n\x07learner\x18\t \x01(\x0b\x32\x18.kairos.v1.LearnerStatus\x12\x11\n\tfallbacks\x18\x1e \x01(\x03\"\x9e\x01\n\rLearnerStatus\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x13\n\x0bopen_events\x18\x02 \x01(\x03\x12\x0f\n\x07\x62\x61\x63klog\x18\x03 \x01(\x03\x12\x16\n\x0e\x65xpired_events\x18\x04 \x01(\x03\x12\x38\n\x14last_checkpoint_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\"\n\x12\x45xportModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"K\n\x13\x45xportModelResponse\x12\r\n\x05model\x18\x01 \x01(\x0c\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"1\n\x12ImportModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\x0c\",\n\x13ImportModelResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\"!\n\x11ResetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"+\n\x12ResetModelResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\"@\n\x17ListAuditRecordsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"b\n\x18ListAuditRecordsResponse\x12-\n\raudit_records\x18\x01 \x03(\x0b\x32\x16.kairos.v1.AuditRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb7\x01\n\x0b\x41uditRecord\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0c\n\x04peer\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x06 \x01(\t\x12\x13\n\x0b\x62\x65\x66ore_json\x18\x07 \x01(\t\x12\x12\n\nafter_json\x18\x08 \x01(\t\"&\n\x16ListCheckpointsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\x17ListCheckpointsResponse\x12*\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x15.kairos.v1.Checkpoint\"\x9a\x01\n\nCheckpoint\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0f\n\x07learned\x18\x03 \x01(\x03\x12\x16\n\x0e\x61verage_reward\x18\x04 \x01(\x01\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06sha256\x18\x06 \x01(\t\"1\n\x14RollbackModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\"F\n\x15RollbackModelResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x16\n\x0e\x64ropped_events\x18\x02 \x01(\x03\x32\x92\x08\n\x0c\x41\x64minService\x12V\n\x13\x43reateDecisionPoint\x12%.kairos.v1.CreateDecisionPointRequest\x1a\x18.kairos.v1.DecisionPoint\x12P\n\x10GetDecisionPoint\x12\".kairos.v1.GetDecisionPointRequest\x1a\x18.kairos.v1.DecisionPoint\x12\x61\n\x12ListDecisionPoints\x12$.kairos.v1.ListDecisionPointsRequest\x1a%.kairos.v1.ListDecisionPointsResponse\x12V\n\x13UpdateDecisionPoint\x12%.kairos.v1.UpdateDecisionPointRequest\x1a\x18.kairos.v1.DecisionPoint\x12\x64\n\x13\x44\x65leteDecisionPoint\x12%.kairos.v1.DeleteDecisionPointRequest\x1a&.kairos.v1.DeleteDecisionPointResponse\x12\x45\n\x08GetStats\x12\x1a.kairos.v1.GetStatsRequest\x1a\x1d.kairos.v1.DecisionPointStats\x12L\n\x0b\x45xportModel\x12\x1d.kairos.v1.ExportModelRequest\x1a\x1e.kairos.v1.ExportModelResponse\x12L\n\x0bImportModel\x12\x1d.kairos.v1.ImportModelRequest\x1a\x1e.kairos.v1.ImportModelResponse\x12I\n\nResetModel\x12\x1c.kairos.v1.ResetModelRequest\x1a\x1d.kairos.v1.ResetModelResponse\x12[\n\x10ListAuditRecords\x12\".kairos.v1.ListAuditRecordsRequest\x1a#.kairos.v1.ListAuditRecordsResponse\x12X\n\x0fListCheckpoints\x12!.kairos.v1.ListCheckpointsRequest\x1a\".kairos.v1.ListCheckpointsResponse\x12R\n\rRollbackModel\x12\x1f.kairos.v1.RollbackModelRequest\x1a .kairos.v1.RollbackModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,27 +51,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATSREQUEST']._serialized_start=655
   _globals['_GETSTATSREQUEST']._serialized_end=696
   _globals['_DECISIONPOINTSTATS']._serialized_start=699
-  _globals['_DECISIONPOINTSTATS']._serialized_end=933
-  _globals['_LEARNERSTATUS']._serialized_start=936
-  _globals['_LEARNERSTATUS']._serialized_end=1094
-  _globals['_EXPORTMODELREQUEST']._serialized_start=1096
-  _globals['_EXPORTMODELREQUEST']._serialized_end=1130
-  _globals['_EXPORTMODELRESPONSE']._serialized_start=1132
-  _globals['_EXPORTMODELRESPONSE']._serialized_end=1207
-  _globals['_IMPORTMODELREQUEST']._serialized_start=1209
-  _globals['_IMPORTMODELREQUEST']._serialized_end=1258
-  _globals['_IMPORTMODELRESPONSE']._serialized_start=1260
-  _globals['_IMPORTMODELRESPONSE']._serialized_end=1304
-  _globals['_RESETMODELREQUEST']._serialized_start=1306
-  _globals['_RESETMODELREQUEST']._serialized_end=1339
-  _globals['_RESETMODELRESPONSE']._serialized_start=1341
-  _globals['_RESETMODELRESPONSE']._serialized_end=1384
-  _globals['_LISTAUDITRECORDSREQUEST']._serialized_start=1386
-  _globals['_LISTAUDITRECORDSREQUEST']._serialized_end=1450
-  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_start=1452
-  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_end=1550
-  _globals['_AUDITRECORD']._serialized_start=1553
-  _globals['_AUDITRECORD']._serialized_end=1736
-  _globals['_ADMINSERVICE']._serialized_start=1739
-  _globals['_ADMINSERVICE']._serialized_end=2607
+  _globals['_DECISIONPOINTSTATS']._serialized_end=952
+  _globals['_LEARNERSTATUS']._serialized_start=955
+  _globals['_LEARNERSTATUS']._serialized_end=1113
+  _globals['_EXPORTMODELREQUEST']._serialized_start=1115
+  _globals['_EXPORTMODELREQUEST']._serialized_end=1149
+  _globals['_EXPORTMODELRESPONSE']._serialized_start=1151
+  _globals['_EXPORTMODELRESPONSE']._serialized_end=1226
+  _globals['_IMPORTMODELREQUEST']._serialized_start=1228
+  _globals['_IMPORTMODELREQUEST']._serialized_end=1277
+  _globals['_IMPORTMODELRESPONSE']._serialized_start=1279
+  _globals['_IMPORTMODELRESPONSE']._serialized_end=1323
+  _globals['_RESETMODELREQUEST']._serialized_start=1325
+  _globals['_RESETMODELREQUEST']._serialized_end=1358
+  _globals['_RESETMODELRESPONSE']._serialized_start=1360
+  _globals['_RESETMODELRESPONSE']._serialized_end=1403
+  _globals['_LISTAUDITRECORDSREQUEST']._serialized_start=1405
+  _globals['_LISTAUDITRECORDSREQUEST']._serialized_end=1469
+  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_start=1471
+  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_end=1569
+  _globals['_AUDITRECORD']._serialized_start=1572
+  _globals['_AUDITRECORD']._serialized_end=1755
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_start=1757
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_end=1795
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_start=1797
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_end=1866
+  _globals['_CHECKPOINT']._serialized_start=1869
+  _globals['_CHECKPOINT']._serialized_end=2023
+  _globals['_ROLLBACKMODELREQUEST']._serialized_start=2025
+  _globals['_ROLLBACKMODELREQUEST']._serialized_end=2074
+  _globals['_ROLLBACKMODELRESPONSE']._serialized_start=2076
+  _globals['_ROLLBACKMODELRESPONSE']._serialized_end=2146
+  _globals['_ADMINSERVICE']._serialized_start=2149
+  _globals['_ADMINSERVICE']._serialized_end=3191
 # @@protoc_insertion_point(module_scope)

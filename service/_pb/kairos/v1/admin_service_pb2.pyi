@@ -204,6 +204,7 @@ class DecisionPointStats(_message.Message):
     DUPLICATE_REWARDS_FIELD_NUMBER: _builtins.int
     DEFAULT_REWARDS_FIELD_NUMBER: _builtins.int
     LEARNER_FIELD_NUMBER: _builtins.int
+    FALLBACKS_FIELD_NUMBER: _builtins.int
     decision_point: _builtins.str
     ranks: _builtins.int
     """Events ranked (retries of the same event id count once)."""
@@ -219,6 +220,8 @@ class DecisionPointStats(_message.Message):
     """Rewards for events that already had one (FIRST) or a reused reward_id (SUM)."""
     default_rewards: _builtins.int
     """Events learned with the default reward because no reward came in time."""
+    fallbacks: _builtins.int
+    """Ranks answered with the fallback ranking because the model could not answer (see RankResponse)."""
     @_builtins.property
     def learner(self) -> Global___LearnerStatus: ...
     def __init__(
@@ -233,10 +236,11 @@ class DecisionPointStats(_message.Message):
         duplicate_rewards: _builtins.int = ...,
         default_rewards: _builtins.int = ...,
         learner: Global___LearnerStatus | None = ...,
+        fallbacks: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["learner", b"learner"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["average_reward", b"average_reward", "decision_point", b"decision_point", "default_rewards", b"default_rewards", "duplicate_rewards", b"duplicate_rewards", "late_rewards", b"late_rewards", "learned", b"learned", "learner", b"learner", "ranks", b"ranks", "rewards", b"rewards"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["average_reward", b"average_reward", "decision_point", b"decision_point", "default_rewards", b"default_rewards", "duplicate_rewards", b"duplicate_rewards", "fallbacks", b"fallbacks", "late_rewards", b"late_rewards", "learned", b"learned", "learner", b"learner", "ranks", b"ranks", "rewards", b"rewards"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -502,3 +506,131 @@ class AuditRecord(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuditRecord: _TypeAlias = AuditRecord  # noqa: Y015
+
+@_typing.final
+class ListCheckpointsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCheckpointsRequest: _TypeAlias = ListCheckpointsRequest  # noqa: Y015
+
+@_typing.final
+class ListCheckpointsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKPOINTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def checkpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___Checkpoint]:
+        """Newest first."""
+
+    def __init__(
+        self,
+        *,
+        checkpoints: _abc.Iterable[Global___Checkpoint] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoints", b"checkpoints"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCheckpointsResponse: _TypeAlias = ListCheckpointsResponse  # noqa: Y015
+
+@_typing.final
+class Checkpoint(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    LEARNED_FIELD_NUMBER: _builtins.int
+    AVERAGE_REWARD_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """Position in the decision point's learning journal: the checkpoint holds every event up to it."""
+    model_version: _builtins.str
+    """The model version the checkpoint saved ("<generation>.<learned events>")."""
+    learned: _builtins.int
+    """Events learned into it."""
+    average_reward: _builtins.float
+    """Mean reward of those events."""
+    sha256: _builtins.str
+    """Hex SHA-256 of the model file."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        model_version: _builtins.str = ...,
+        learned: _builtins.int = ...,
+        average_reward: _builtins.float = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["average_reward", b"average_reward", "create_time", b"create_time", "learned", b"learned", "model_version", b"model_version", "seq", b"seq", "sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Checkpoint: _TypeAlias = Checkpoint  # noqa: Y015
+
+@_typing.final
+class RollbackModelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    seq: _builtins.int
+    """The seq of a checkpoint listed by ListCheckpoints."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollbackModelRequest: _TypeAlias = RollbackModelRequest  # noqa: Y015
+
+@_typing.final
+class RollbackModelResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    DROPPED_EVENTS_FIELD_NUMBER: _builtins.int
+    model_version: _builtins.str
+    """The version now served: a new generation starting from the checkpoint's model."""
+    dropped_events: _builtins.int
+    """Events the current model had learned after the checkpoint, now dropped from it."""
+    def __init__(
+        self,
+        *,
+        model_version: _builtins.str = ...,
+        dropped_events: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped_events", b"dropped_events", "model_version", b"model_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollbackModelResponse: _TypeAlias = RollbackModelResponse  # noqa: Y015

@@ -86,6 +86,16 @@ class AdminServiceStub:
                 request_serializer=kairos_dot_v1_dot_admin__service__pb2.ListAuditRecordsRequest.SerializeToString,
                 response_deserializer=kairos_dot_v1_dot_admin__service__pb2.ListAuditRecordsResponse.FromString,
                 _registered_method=True)
+        self.ListCheckpoints = channel.unary_unary(
+                '/kairos.v1.AdminService/ListCheckpoints',
+                request_serializer=kairos_dot_v1_dot_admin__service__pb2.ListCheckpointsRequest.SerializeToString,
+                response_deserializer=kairos_dot_v1_dot_admin__service__pb2.ListCheckpointsResponse.FromString,
+                _registered_method=True)
+        self.RollbackModel = channel.unary_unary(
+                '/kairos.v1.AdminService/RollbackModel',
+                request_serializer=kairos_dot_v1_dot_admin__service__pb2.RollbackModelRequest.SerializeToString,
+                response_deserializer=kairos_dot_v1_dot_admin__service__pb2.RollbackModelResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -158,6 +168,21 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCheckpoints(self, request, context):
+        """The kept checkpoints of the current model, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackModel(self, request, context):
+        """Serve and learn on from an earlier checkpoint. Events learned after it are dropped from the
+        model for good (a restart does not replay them); their rewards stay counted in the stats.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -210,6 +235,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListAuditRecords,
                     request_deserializer=kairos_dot_v1_dot_admin__service__pb2.ListAuditRecordsRequest.FromString,
                     response_serializer=kairos_dot_v1_dot_admin__service__pb2.ListAuditRecordsResponse.SerializeToString,
+            ),
+            'ListCheckpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCheckpoints,
+                    request_deserializer=kairos_dot_v1_dot_admin__service__pb2.ListCheckpointsRequest.FromString,
+                    response_serializer=kairos_dot_v1_dot_admin__service__pb2.ListCheckpointsResponse.SerializeToString,
+            ),
+            'RollbackModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackModel,
+                    request_deserializer=kairos_dot_v1_dot_admin__service__pb2.RollbackModelRequest.FromString,
+                    response_serializer=kairos_dot_v1_dot_admin__service__pb2.RollbackModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -483,6 +518,60 @@ class AdminService:
             '/kairos.v1.AdminService/ListAuditRecords',
             kairos_dot_v1_dot_admin__service__pb2.ListAuditRecordsRequest.SerializeToString,
             kairos_dot_v1_dot_admin__service__pb2.ListAuditRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCheckpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kairos.v1.AdminService/ListCheckpoints',
+            kairos_dot_v1_dot_admin__service__pb2.ListCheckpointsRequest.SerializeToString,
+            kairos_dot_v1_dot_admin__service__pb2.ListCheckpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kairos.v1.AdminService/RollbackModel',
+            kairos_dot_v1_dot_admin__service__pb2.RollbackModelRequest.SerializeToString,
+            kairos_dot_v1_dot_admin__service__pb2.RollbackModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,12 @@ class AdminServiceStub:
     """Start again from an untrained model."""
     ListAuditRecords: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListAuditRecordsRequest, _admin_service_pb2.ListAuditRecordsResponse]
     """Administrative changes (create, update, delete, import, reset, config file), oldest first."""
+    ListCheckpoints: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListCheckpointsRequest, _admin_service_pb2.ListCheckpointsResponse]
+    """The kept checkpoints of the current model, newest first."""
+    RollbackModel: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.RollbackModelRequest, _admin_service_pb2.RollbackModelResponse]
+    """Serve and learn on from an earlier checkpoint. Events learned after it are dropped from the
+    model for good (a restart does not replay them); their rewards stay counted in the stats.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -72,6 +78,12 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Start again from an untrained model."""
     ListAuditRecords: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListAuditRecordsRequest, _admin_service_pb2.ListAuditRecordsResponse]  # type: ignore[assignment]
     """Administrative changes (create, update, delete, import, reset, config file), oldest first."""
+    ListCheckpoints: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListCheckpointsRequest, _admin_service_pb2.ListCheckpointsResponse]  # type: ignore[assignment]
+    """The kept checkpoints of the current model, newest first."""
+    RollbackModel: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.RollbackModelRequest, _admin_service_pb2.RollbackModelResponse]  # type: ignore[assignment]
+    """Serve and learn on from an earlier checkpoint. Events learned after it are dropped from the
+    model for good (a restart does not replay them); their rewards stay counted in the stats.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Administration of decision points and their models."""
@@ -151,5 +163,23 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.ListAuditRecordsResponse, _abc.Awaitable[_admin_service_pb2.ListAuditRecordsResponse]]:
         """Administrative changes (create, update, delete, import, reset, config file), oldest first."""
+
+    @_abc_1.abstractmethod
+    def ListCheckpoints(
+        self,
+        request: _admin_service_pb2.ListCheckpointsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListCheckpointsResponse, _abc.Awaitable[_admin_service_pb2.ListCheckpointsResponse]]:
+        """The kept checkpoints of the current model, newest first."""
+
+    @_abc_1.abstractmethod
+    def RollbackModel(
+        self,
+        request: _admin_service_pb2.RollbackModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.RollbackModelResponse, _abc.Awaitable[_admin_service_pb2.RollbackModelResponse]]:
+        """Serve and learn on from an earlier checkpoint. Events learned after it are dropped from the
+        model for good (a restart does not replay them); their rewards stay counted in the stats.
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

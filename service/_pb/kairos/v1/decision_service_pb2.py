@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from service._pb.kairos.v1 import types_pb2 as kairos_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n kairos/v1/decision_service.proto\x12\tkairos.v1\x1a\x15kairos/v1/types.proto\"\xfd\x01\n\x0bRankRequest\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12(\n\x07\x63ontext\x18\x04 \x03(\x0b\x32\x17.kairos.v1.FeatureGroup\x12\"\n\x07\x61\x63tions\x18\x05 \x03(\x0b\x32\x11.kairos.v1.Action\x12\x1b\n\x13\x65xcluded_action_ids\x18\x06 \x03(\t\x12\x18\n\x10\x64\x65\x66\x65r_activation\x18\x07 \x01(\x08\x12\x1a\n\x12\x62\x61seline_action_id\x18\x08 \x01(\t\x12\x0f\n\x07\x63hannel\x18\t \x01(\t\"6\n\x0cRankedAction\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"a\n\x0cRankResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12(\n\x07ranking\x18\x02 \x03(\x0b\x32\x17.kairos.v1.RankedAction\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"[\n\rRewardRequest\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x11\n\treward_id\x18\x04 \x01(\t\"\x10\n\x0eRewardResponse\";\n\x0f\x41\x63tivateRequest\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"\x12\n\x10\x41\x63tivateResponse2\xce\x01\n\x0f\x44\x65\x63isionService\x12\x37\n\x04Rank\x12\x16.kairos.v1.RankRequest\x1a\x17.kairos.v1.RankResponse\x12=\n\x06Reward\x12\x18.kairos.v1.RewardRequest\x1a\x19.kairos.v1.RewardResponse\x12\x43\n\x08\x41\x63tivate\x12\x1a.kairos.v1.ActivateRequest\x1a\x1b.kairos.v1.ActivateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n kairos/v1/decision_service.proto\x12\tkairos.v1\x1a\x15kairos/v1/types.proto\"\xfd\x01\n\x0bRankRequest\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12(\n\x07\x63ontext\x18\x04 \x03(\x0b\x32\x17.kairos.v1.FeatureGroup\x12\"\n\x07\x61\x63tions\x18\x05 \x03(\x0b\x32\x11.kairos.v1.Action\x12\x1b\n\x13\x65xcluded_action_ids\x18\x06 \x03(\t\x12\x18\n\x10\x64\x65\x66\x65r_activation\x18\x07 \x01(\x08\x12\x1a\n\x12\x62\x61seline_action_id\x18\x08 \x01(\t\x12\x0f\n\x07\x63hannel\x18\t \x01(\t\"6\n\x0cRankedAction\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"\x8c\x01\n\x0cRankResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12(\n\x07ranking\x18\x02 \x03(\x0b\x32\x17.kairos.v1.RankedAction\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x10\n\x08\x66\x61llback\x18\x1e \x01(\x08\x12\x17\n\x0f\x66\x61llback_reason\x18\x1f \x01(\t\"[\n\rRewardRequest\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x11\n\treward_id\x18\x04 \x01(\t\"\x10\n\x0eRewardResponse\";\n\x0f\x41\x63tivateRequest\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"\x12\n\x10\x41\x63tivateResponse2\xce\x01\n\x0f\x44\x65\x63isionService\x12\x37\n\x04Rank\x12\x16.kairos.v1.RankRequest\x1a\x17.kairos.v1.RankResponse\x12=\n\x06Reward\x12\x18.kairos.v1.RewardRequest\x1a\x19.kairos.v1.RewardResponse\x12\x43\n\x08\x41\x63tivate\x12\x1a.kairos.v1.ActivateRequest\x1a\x1b.kairos.v1.ActivateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,16 +36,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RANKREQUEST']._serialized_end=324
   _globals['_RANKEDACTION']._serialized_start=326
   _globals['_RANKEDACTION']._serialized_end=380
-  _globals['_RANKRESPONSE']._serialized_start=382
-  _globals['_RANKRESPONSE']._serialized_end=479
-  _globals['_REWARDREQUEST']._serialized_start=481
-  _globals['_REWARDREQUEST']._serialized_end=572
-  _globals['_REWARDRESPONSE']._serialized_start=574
-  _globals['_REWARDRESPONSE']._serialized_end=590
-  _globals['_ACTIVATEREQUEST']._serialized_start=592
-  _globals['_ACTIVATEREQUEST']._serialized_end=651
-  _globals['_ACTIVATERESPONSE']._serialized_start=653
-  _globals['_ACTIVATERESPONSE']._serialized_end=671
-  _globals['_DECISIONSERVICE']._serialized_start=674
-  _globals['_DECISIONSERVICE']._serialized_end=880
+  _globals['_RANKRESPONSE']._serialized_start=383
+  _globals['_RANKRESPONSE']._serialized_end=523
+  _globals['_REWARDREQUEST']._serialized_start=525
+  _globals['_REWARDREQUEST']._serialized_end=616
+  _globals['_REWARDRESPONSE']._serialized_start=618
+  _globals['_REWARDRESPONSE']._serialized_end=634
+  _globals['_ACTIVATEREQUEST']._serialized_start=636
+  _globals['_ACTIVATEREQUEST']._serialized_end=695
+  _globals['_ACTIVATERESPONSE']._serialized_start=697
+  _globals['_ACTIVATERESPONSE']._serialized_end=715
+  _globals['_DECISIONSERVICE']._serialized_start=718
+  _globals['_DECISIONSERVICE']._serialized_end=924
 # @@protoc_insertion_point(module_scope)

@@ -104,9 +104,19 @@ class RankResponse(_message.Message):
     EVENT_ID_FIELD_NUMBER: _builtins.int
     RANKING_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    FALLBACK_FIELD_NUMBER: _builtins.int
+    FALLBACK_REASON_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     model_version: _builtins.str
     """The model that answered: "<generation>.<learned events>"."""
+    fallback: _builtins.bool
+    """True when the model did not answer (not loaded yet, failed, or too little time left before the
+    caller's deadline): the ranking is the baseline action first, then the candidates in the order
+    sent, with probability 1 for the first and 0 for the others. Such an event accepts rewards but
+    is never learned.
+    """
+    fallback_reason: _builtins.str
+    """Why the fallback was used: MODEL_NOT_LOADED, MODEL_ERROR or DEADLINE."""
     @_builtins.property
     def ranking(self) -> _containers.RepeatedCompositeFieldContainer[Global___RankedAction]: ...
     def __init__(
@@ -115,10 +125,12 @@ class RankResponse(_message.Message):
         event_id: _builtins.str = ...,
         ranking: _abc.Iterable[Global___RankedAction] | None = ...,
         model_version: _builtins.str = ...,
+        fallback: _builtins.bool = ...,
+        fallback_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "model_version", b"model_version", "ranking", b"ranking"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "fallback", b"fallback", "fallback_reason", b"fallback_reason", "model_version", b"model_version", "ranking", b"ranking"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
