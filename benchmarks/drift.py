@@ -17,6 +17,9 @@ numbers):
 
 - ``kairos``: a real ``kairos serve`` over gRPC with a new decision point at
   the service's defaults: Rank, show ``ranking[0]``, Reward 1 or 0;
+- ``kairos_tuned``: the same, with interactions of every context namespace
+  with every action namespace (the action id included) instead of all pairs,
+  and learning_rate 1.0: the best setting measured here;
 - ``batch``: a logistic regression per offer (the profile and context as
   one-hot features) fit once on uniformly logged pre-drift data, then frozen:
   the nightly propensity score that goes stale; an offer it has never seen
@@ -32,8 +35,8 @@ numbers):
 It also compares learner settings (explorers, interactions, learning-rate
 decay) in-process through the service's own policy code, on the same world.
 
-    python -m benchmarks.drift                 # 20,000 visits, drift at 10,000, 2 seeds for the settings
-    python -m benchmarks.drift --quick         # 6,000 visits, the default settings only (CI)
+    python -m benchmarks.drift                 # 3 worlds x 20,000 visits, drift at 10,000
+    python -m benchmarks.drift --quick         # 1 world x 6,000 visits, 2 learner settings (CI)
 """
 
 from __future__ import annotations
@@ -470,8 +473,7 @@ def summarise(
         gaps = np.mean([o - r for o, r in zip(oracle_runs, runs, strict=True)], axis=0)
         out[name]["regret"] = [float(gaps[:e].sum()) for e in edges[1:]]
         out[name]["curve"] = [
-            float(np.mean([r[a:b].mean() for r in click_runs[name]]))
-            for a, b in itertools.pairwise(edges)
+            float(np.mean([r[a:b].mean() for r in click_runs[name]])) for a, b in itertools.pairwise(edges)
         ]
     return {"policies": out, "bucket_ends": [int(e) for e in edges[1:]]}
 
@@ -479,34 +481,34 @@ def summarise(
 # -- learner settings -------------------------------------------------------------------------------------------
 
 
+# Every context namespace with every action namespace, the action id included; no context x context pairs,
+# which are the same for every action of a Rank and only dilute the updates.
+CONTEXT_X_ACTION = ("user*_action", "situation*_action", "user*offer", "situation*offer", "user*kind", "situation*kind")
+TUNED = LearnerOptions(Explorer("square_cb", gamma_scale=10), CONTEXT_X_ACTION, learning_rate=1.0)
+
+
 def settings(quick: bool) -> list[tuple[str, LearnerOptions]]:
     every = ("*",)
     squarecb = Explorer("square_cb", gamma_scale=10)
-    default = ("default: squarecb g=10, all pairs, power_t 0.5", LearnerOptions())
+    default = ("default: squarecb g=10, all pairs, lr 0.5, power_t 0.5", LearnerOptions())
+    tuned = ("squarecb g=10, context x action, lr 1.0", TUNED)
     if quick:
-        return [default, ("squarecb g=10, all pairs, power_t 0", LearnerOptions(squarecb, every, power_t=0.0))]
-    pairs = ("user*offer", "situation*offer", "user*kind", "situation*kind")
+        return [default, tuned]
+    cxa = CONTEXT_X_ACTION
     return [
         default,
         ("squarecb g=10, all pairs, power_t 0.25", LearnerOptions(squarecb, every, power_t=0.25)),
         ("squarecb g=10, all pairs, power_t 0", LearnerOptions(squarecb, every, power_t=0.0)),
-        (
-            "squarecb g=10, all pairs, power_t 0, lr 0.1",
-            LearnerOptions(squarecb, every, learning_rate=0.1, power_t=0.0),
-        ),
         ("squarecb g=10, all pairs, lr 1.0", LearnerOptions(squarecb, every, learning_rate=1.0)),
+        ("squarecb g=10, all pairs, lr 2.0", LearnerOptions(squarecb, every, learning_rate=2.0)),
         ("squarecb g=50, all pairs", LearnerOptions(Explorer("square_cb", gamma_scale=50), every)),
-        (
-            "squarecb g=50, all pairs, power_t 0",
-            LearnerOptions(Explorer("square_cb", gamma_scale=50), every, power_t=0.0),
-        ),
-        ("squarecb g=10, context x action", LearnerOptions(squarecb, pairs)),
+        ("squarecb g=10, context x action", LearnerOptions(squarecb, cxa)),
+        tuned,
+        ("squarecb g=10, context x action, lr 1.0, power_t 0.25", replace(TUNED, power_t=0.25)),
+        ("squarecb g=10, context x action, power_t 0", LearnerOptions(squarecb, cxa, power_t=0.0)),
+        ("squarecb g=20, context x action, lr 1.0", replace(TUNED, explorer=Explorer("square_cb", gamma_scale=20))),
         ("squarecb g=10, no interactions", LearnerOptions(squarecb, ())),
         ("epsilon 0.05, all pairs", LearnerOptions(Explorer("epsilon_greedy", epsilon=0.05), every)),
-        (
-            "epsilon 0.05, all pairs, power_t 0",
-            LearnerOptions(Explorer("epsilon_greedy", epsilon=0.05), every, power_t=0.0),
-        ),
         ("bag 5, all pairs", LearnerOptions(Explorer("bag", bag_size=5, epsilon=0.05), every)),
         ("softmax l=5, all pairs", LearnerOptions(Explorer("softmax", softmax_lambda=5), every)),
         ("regcb, all pairs", LearnerOptions(Explorer("reg_cb"), every)),
@@ -518,6 +520,7 @@ def settings(quick: bool) -> list[tuple[str, LearnerOptions]]:
 
 POLICY_LABELS = {
     "kairos": "Kairos (gRPC, defaults)",
+    "kairos_tuned": "Kairos (gRPC, context x action, lr 1.0)",
     "batch": "stale batch (logistic regression)",
     "uniform": "uniform random",
     "ceiling": "full-information ceiling",
@@ -545,6 +548,9 @@ def run(rounds: int, seeds: int, setting_seeds: int, quick: bool, with_settings:
         started = time.perf_counter()
         shown_by_policy["kairos"] = kairos_policy(scenario, seed)
         log(f"seed {seed}: kairos over gRPC [{time.perf_counter() - started:.0f} s]")
+        started = time.perf_counter()
+        shown_by_policy["kairos_tuned"] = kairos_policy(scenario, seed, TUNED)
+        log(f"seed {seed}: kairos over gRPC, context x action [{time.perf_counter() - started:.0f} s]")
         for name, shown in shown_by_policy.items():
             click_runs[name].append(clicks(scenario, shown))
             expected_runs[name].append(expected(scenario, shown))
@@ -656,9 +662,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rounds", type=int, default=None, help="visits per seed, the drift at half (default 20,000; quick 6,000)"
     )
-    parser.add_argument("--seeds", type=int, default=1, help="worlds to run every policy on (default 1)")
-    parser.add_argument("--setting-seeds", type=int, default=2, help="worlds for the learner settings (default 2)")
-    parser.add_argument("--quick", action="store_true", help="6,000 visits, 1 seed, 2 learner settings")
+    parser.add_argument("--seeds", type=int, default=3, help="worlds to run every policy on (default 3)")
+    parser.add_argument("--setting-seeds", type=int, default=3, help="worlds for the learner settings (default 3)")
+    parser.add_argument("--quick", action="store_true", help="6,000 visits, 1 world, 2 learner settings")
     parser.add_argument("--no-settings", action="store_true", help="skip the comparison of learner settings")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="writes drift.json and drift.png here")
     parser.add_argument(
