@@ -16,13 +16,13 @@ Compared:
   (Kairos adds the action id as a feature);
 - raw Vowpal Wabbit in-process (``cb_explore_adf``) with several
   configurations, the best of which is the reference;
-- ``kairos-in-process``: the service's policy code with its defaults,
-  without the transport: the gap to ``kairos`` is what the transport and the
+- ``kairos-in-process``: the service's policy code (with its defaults, and
+  with context x action interactions), without the transport: the gap to ``kairos`` is what the transport and the
   asynchronous learner cost, the gap to raw VW is what the defaults cost;
 - uniform random.
 
-    python -m benchmarks.digits            # 5 shuffled passes (8,985 rounds)
-    python -m benchmarks.digits --quick    # 2 passes, fewer raw VW configurations (CI)
+    python -m benchmarks.digits            # 3 seeds x 5 shuffled passes (8,985 rounds)
+    python -m benchmarks.digits --quick    # 1 seed x 2 passes, 2 raw VW configurations (CI)
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import json
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,72 +184,91 @@ QUICK_RAW_CONFIGS = ("--squarecb --gamma_scale 10 -q pa -l 1.0", "--squarecb --g
 # -- measuring --------------------------------------------------------------------------------------------------
 
 
-def summary(rewards: npt.NDArray[np.float64], passes: int) -> dict[str, Any]:
+def summary(runs: Sequence[npt.NDArray[np.float64]], passes: int) -> dict[str, Any]:
+    """Accuracy averaged over seeds (each run is one seed's rewards, round by round)."""
+    rewards = np.mean(runs, axis=0)
     per_pass = np.array_split(rewards, passes)
-    points = np.array_split(rewards, passes * POINTS_PER_PASS)
+    ends = np.cumsum([len(x) for x in np.array_split(rewards, passes * POINTS_PER_PASS)])
     return {
         "progressive_accuracy": float(rewards.mean()),
+        "per_seed": [float(r.mean()) for r in runs],
         "last_pass_accuracy": float(per_pass[-1].mean()),
         "per_pass": [float(p.mean()) for p in per_pass],
-        "cumulative_curve": [float(rewards[: sum(len(x) for x in points[: i + 1])].mean()) for i in range(len(points))],
+        "cumulative_curve": [float(rewards[:end].mean()) for end in ends],
     }
 
 
-def run(passes: int, seed: int, raw_configs: Sequence[str]) -> dict[str, Any]:
-    stream = Stream.load(passes, seed)
-    learners: dict[str, dict[str, Any]] = {}
+Learner = Callable[[Stream, int], npt.NDArray[np.float64]]
 
-    def record(name: str, kind: str, rewards: npt.NDArray[np.float64], started: float) -> None:
-        learners[name] = {"kind": kind, **summary(rewards, passes), "seconds": time.perf_counter() - started}
-        log(f"{name:60s} progressive {rewards.mean():.3f} [{time.perf_counter() - started:.0f} s]")
 
-    started = time.perf_counter()
-    record(KAIROS_DEFAULT, "kairos", kairos_grpc(stream, seed), started)
-    started = time.perf_counter()
-    record(KAIROS_CONFIGURED, "kairos", kairos_grpc(stream, seed, CONTEXT_X_ACTION), started)
-    started = time.perf_counter()
-    record(
-        "kairos policy code in-process, defaults",
-        "kairos-in-process",
-        kairos_in_process(stream, LearnerOptions(), seed),
-        started,
-    )
-    for args in raw_configs:
+def learners(raw_configs: Sequence[str]) -> list[tuple[str, str, Learner]]:
+    """(name, kind, run) of every learner compared."""
+
+    def raw(args: str) -> Learner:
+        return lambda stream, seed: raw_vw(stream, args, seed)
+
+    return [
+        (KAIROS_DEFAULT, "kairos", kairos_grpc),
+        (KAIROS_CONFIGURED, "kairos", lambda stream, seed: kairos_grpc(stream, seed, CONTEXT_X_ACTION)),
+        (
+            "kairos policy code in-process, defaults",
+            "kairos-in-process",
+            lambda stream, seed: kairos_in_process(stream, LearnerOptions(), seed),
+        ),
+        (
+            "kairos policy code in-process, interactions pixels*_action, learning_rate 1.0",
+            "kairos-in-process",
+            lambda stream, seed: kairos_in_process(stream, CONTEXT_X_ACTION, seed),
+        ),
+        *((f"raw VW: {args}", "raw-vw", raw(args)) for args in raw_configs),
+        ("uniform random", "uniform", uniform),
+    ]
+
+
+def run(passes: int, seeds: int, raw_configs: Sequence[str]) -> dict[str, Any]:
+    streams = [Stream.load(passes, seed) for seed in range(seeds)]
+    results: dict[str, dict[str, Any]] = {}
+    for name, kind, learner in learners(raw_configs):
         started = time.perf_counter()
-        record(f"raw VW: {args}", "raw-vw", raw_vw(stream, args, seed), started)
-    started = time.perf_counter()
-    record("uniform random", "uniform", uniform(stream, seed), started)
+        runs = [learner(stream, seed) for seed, stream in enumerate(streams)]
+        results[name] = {"kind": kind, **summary(runs, passes), "seconds": (time.perf_counter() - started) / seeds}
+        log(
+            f"{name:70s} progressive {results[name]['progressive_accuracy']:.3f}"
+            f" [{time.perf_counter() - started:.0f} s]"
+        )
     best_raw = max(
-        (n for n, r in learners.items() if r["kind"] == "raw-vw"), key=lambda n: learners[n]["progressive_accuracy"]
+        (n for n, r in results.items() if r["kind"] == "raw-vw"), key=lambda n: results[n]["progressive_accuracy"]
     )
-    reference = learners[best_raw]["progressive_accuracy"]
+    reference = results[best_raw]["progressive_accuracy"]
     return {
         "passes": passes,
-        "rounds": len(stream),
-        "seed": seed,
-        "learners": learners,
+        "rounds": len(streams[0]),
+        "seeds": seeds,
+        "learners": results,
         "best_raw_vw": best_raw,
-        "kairos_vs_best_raw_vw": learners[KAIROS_DEFAULT]["progressive_accuracy"] / reference,
-        "kairos_configured_vs_best_raw_vw": learners[KAIROS_CONFIGURED]["progressive_accuracy"] / reference,
+        "kairos_vs_best_raw_vw": results[KAIROS_DEFAULT]["progressive_accuracy"] / reference,
+        "kairos_configured_vs_best_raw_vw": results[KAIROS_CONFIGURED]["progressive_accuracy"] / reference,
         "configured_options": CONTEXT_X_ACTION.to_dict(),
     }
 
 
 def report(result: dict[str, Any]) -> str:
     lines = [
-        f"{result['passes']} shuffled passes over 1,797 digits ({result['rounds']} rounds), seed {result['seed']}; "
+        f"{result['passes']} shuffled passes over 1,797 digits ({result['rounds']} rounds), "
+        f"mean of {result['seeds']} seed(s); "
         f"Kairos over gRPC reaches {result['kairos_vs_best_raw_vw']:.3f}x the best raw VW configuration "
         f"({result['best_raw_vw']}) with its defaults, {result['kairos_configured_vs_best_raw_vw']:.3f}x "
         "with context x action interactions and learning_rate 1.0",
         "",
-        "| learner | progressive accuracy | last pass | per pass | seconds |",
-        "|---|---:|---:|---|---:|",
+        "| learner | progressive accuracy | per seed | last pass | per pass | seconds per seed |",
+        "|---|---:|---|---:|---|---:|",
     ]
     ordered = sorted(result["learners"].items(), key=lambda item: -item[1]["progressive_accuracy"])
     for name, r in ordered:
         passes = " / ".join(f"{p:.3f}" for p in r["per_pass"])
+        seeds = " / ".join(f"{a:.3f}" for a in r["per_seed"])
         lines.append(
-            f"| {name} | {r['progressive_accuracy']:.3f} | {r['last_pass_accuracy']:.3f} | {passes} "
+            f"| {name} | {r['progressive_accuracy']:.3f} | {seeds} | {r['last_pass_accuracy']:.3f} | {passes} "
             f"| {r['seconds']:.0f} |"
         )
     return "\n".join(lines)
@@ -275,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m benchmarks.digits", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--passes", type=int, default=None, help="shuffled passes over the data (default 5; quick 2)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the shuffles and the draws (default 0)")
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="shuffles (and draws) averaged over (default 3; quick 1)"
+    )
     parser.add_argument("--quick", action="store_true", help="2 passes and 2 raw VW configurations")
     parser.add_argument(
         "--out", type=Path, default=Path("bench-results"), help="writes digits.json and digits.png here"
@@ -294,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     passes = args.passes or (2 if args.quick else 5)
-    result = run(passes, args.seed, QUICK_RAW_CONFIGS if args.quick else RAW_CONFIGS)
+    seeds = args.seeds or (1 if args.quick else 3)
+    result = run(passes, seeds, QUICK_RAW_CONFIGS if args.quick else RAW_CONFIGS)
     result["command"] = "python -m benchmarks.digits" + (" --quick" if args.quick else "")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "digits.json").write_text(json.dumps(result, indent=2) + "\n")
