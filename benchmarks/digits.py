@@ -34,6 +34,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ import vowpalwabbit
 
 from benchmarks import plotting
 from benchmarks.kairos_client import action, kairos_session
+from benchmarks.load import machine, source
 from policies.features import Candidate, FeatureGroup, NamespaceTable, action_line, shared_line
 from policies.learner_options import LearnerOptions
 from policies.ranking import rank
@@ -316,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     passes = args.passes or (2 if args.quick else 5)
     seeds = args.seeds or (1 if args.quick else 3)
+    started, code, host = datetime.now(UTC), source(), machine()
     result = run(passes, seeds, QUICK_RAW_CONFIGS if args.quick else RAW_CONFIGS)
+    result |= {"started_utc": started.isoformat(timespec="seconds"), "machine": host, "source": code}
     result["command"] = "python -m benchmarks.digits" + (" --quick" if args.quick else "")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "digits.json").write_text(json.dumps(result, indent=2) + "\n")

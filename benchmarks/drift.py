@@ -50,6 +50,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ import numpy.typing as npt
 
 from benchmarks import plotting
 from benchmarks.kairos_client import action, kairos_session
+from benchmarks.load import machine, source
 from policies.features import Candidate, FeatureGroup, FeatureScalar, NamespaceTable, action_line, shared_line
 from policies.learner_options import Explorer, LearnerOptions
 from policies.ranking import rank
@@ -682,7 +684,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seeds, setting_seeds = (1, 1) if args.quick else (args.seeds, args.setting_seeds)
     rounds = args.rounds or (6000 if args.quick else 20000)
+    started, code, host = datetime.now(UTC), source(), machine()
     result = run(rounds, seeds, setting_seeds, args.quick, with_settings=not args.no_settings)
+    result |= {"started_utc": started.isoformat(timespec="seconds"), "machine": host, "source": code}
     result["command"] = "python -m benchmarks.drift" + (" --quick" if args.quick else "")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "drift.json").write_text(json.dumps(result, indent=2) + "\n")
