@@ -20,6 +20,7 @@ Kairos: real-time next-best-action decisions over gRPC.
   kairos health                      exit 0 when the local server is SERVING
   kairos backup --to DIR             consistent copy of the data directory, also while serving
   kairos rollback NAME [--seq N]     list a decision point's checkpoints, or roll its model back to one
+  kairos bench --quick               run the benchmarks (from a source checkout; --help there)
 
 Every serve flag can also be set as an environment variable KAIROS_<NAME>
 (for example KAIROS_DATA_DIR=/data) or in the config file's [server] table.
@@ -182,6 +183,19 @@ def _health(args: argparse.Namespace) -> int:
     return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
+def _bench(argv: list[str]) -> int:
+    # The benchmarks live beside the package in a source checkout, not in the installed package.
+    checkout = Path.cwd()
+    if (checkout / "benchmarks" / "__main__.py").exists() and str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+    try:
+        from benchmarks.__main__ import main as bench_main
+    except ImportError as err:
+        print(f"kairos bench: {err}; run it from the root of a Kairos source checkout", file=sys.stderr)
+        return 2
+    return bench_main(argv)
+
+
 def _worker_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     # Internal: started by `kairos serve --workers N`, configured through KAIROS_* variables.
     worker = sub.add_parser("worker")
@@ -199,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     _backup_parser(sub)
     _rollback_parser(sub)
     _worker_parser(sub)
+    sub.add_parser("bench", help="run the benchmarks: kairos bench --help (the same as python -m benchmarks)")
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["bench"]:
+        return _bench(given[1:])
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

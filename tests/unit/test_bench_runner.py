@@ -1,0 +1,55 @@
+"""`python -m benchmarks` runs the chosen benchmarks in turn, survives a broken one and writes a summary."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import benchmarks.__main__ as runner
+from service import cli
+
+
+def test_the_runner_keeps_going_past_a_failing_benchmark_and_summarises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, list[str]]] = []
+
+    def entry(name: str) -> Callable[[list[str]], int]:
+        def run(argv: list[str]) -> int:
+            calls.append((name, argv))
+            if name == "explorers":
+                raise RuntimeError("broken")
+            (tmp_path / "digits.json").write_text(
+                json.dumps({"kairos_vs_best_raw_vw": 0.5, "best_raw_vw": "raw", "kairos_configured_vs_best_raw_vw": 1})
+            )
+            return 0
+
+        return run
+
+    monkeypatch.setattr(runner, "_entry", entry)
+    assert runner.main(["--quick", "--only", "explorers,digits", "--out", str(tmp_path)]) == 1
+    assert calls == [
+        ("explorers", ["--quick", "--out", str(tmp_path)]),
+        ("digits", ["--quick", "--out", str(tmp_path)]),
+    ]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["explorers"]["exit_code"] == 1 and summary["digits"]["exit_code"] == 0
+    assert "0.500x the best raw VW" in summary["digits"]["headline"]
+    assert "| digits | 0 |" in (tmp_path / "summary.md").read_text()
+
+
+def test_an_unknown_benchmark_name_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        runner.main(["--only", "latency"])
+    assert exit_info.value.code == 2
+    assert "choose from" in capsys.readouterr().err
+
+
+def test_kairos_bench_is_the_runner(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "--help"])
+    assert exit_info.value.code == 0
+    assert "python -m benchmarks" in capsys.readouterr().out
