@@ -127,6 +127,7 @@ def kairos_in_process(stream: Stream, options: LearnerOptions, seed: int) -> npt
     try:
         for t in range(len(stream)):
             shared = shared_line(stream.context(t), table)
+            policy = policy.under(options.vw_args(table))  # as the service does when a namespace first appears
             prediction = policy.predict(shared, lines)
             ranking = rank(prediction.pmf, prediction.scores, rng.random())
             chosen = ranking.order[0]

@@ -361,8 +361,10 @@ def in_process_policy(scenario: Scenario, options: LearnerOptions, seed: int) ->
         return [lines_by_id.setdefault(o.id, action_line(o.candidate(), table)) for o in catalog]
 
     def choose(_t: int, visit: Visit, catalog: list[Offer]) -> int:
+        nonlocal policy
         shared = shared_line(visit.context(), table)
         actions = lines(catalog)
+        policy = policy.under(options.vw_args(table))  # as the service does when a namespace first appears
         prediction = policy.predict(shared, actions)
         ranking = rank(prediction.pmf, prediction.scores, rng.random())
         state.update(shared=shared, actions=actions, probabilities=ranking.probabilities)
@@ -389,6 +391,7 @@ def ceiling_policy(scenario: Scenario, options: LearnerOptions) -> list[int]:
             catalog = scenario.catalog(t)
             shared = shared_line(visit.context(), table)
             actions = [lines_by_id.setdefault(o.id, action_line(o.candidate(), table)) for o in catalog]
+            policy = policy.under(greedy.vw_args(table))
             prediction = policy.predict(shared, actions)
             shown.append(min(range(len(actions)), key=lambda i: (prediction.scores[i], i)))
             for index, p in enumerate(scenario.probabilities[t]):

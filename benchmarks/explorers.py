@@ -45,6 +45,11 @@ def configs() -> list[Config]:
     every = ("*",)
     pairs = ("user*offer", "situation*offer", "user*kind", "situation*kind")
     return [
+        Config("squarecb g=10, context x actions (default)", LearnerOptions()),
+        Config(
+            "squarecb g=10, context x actions, lr 1.0",
+            LearnerOptions(Explorer("square_cb", gamma_scale=10), learning_rate=1.0),
+        ),
         Config("squarecb g=10, all pairs", LearnerOptions(Explorer("square_cb", gamma_scale=10), every)),
         Config("squarecb g=50, all pairs", LearnerOptions(Explorer("square_cb", gamma_scale=50), every)),
         Config(
@@ -116,6 +121,7 @@ def run(config: Config, seed: int, rounds: int) -> list[float]:
     for _ in range(rounds):
         context, probabilities = world.customer(rng)
         shared = shared_line(context, table)
+        policy = policy.under(options.vw_args(table))  # as the service does when a namespace first appears
         prediction = policy.predict(shared, lines)
         ranking = rank(prediction.pmf, prediction.scores, rng.random())
         chosen = ranking.order[0]

@@ -14,18 +14,36 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Protocol
+from typing import Literal, Protocol
 from urllib.parse import quote
 
 FeatureScalar = str | float | int | bool
+Role = Literal["context", "action"]
 
-# Client namespaces map to these VW namespace indices, in order of first
-# appearance; VW keys interactions on this one character.
-NAMESPACE_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-# Reserved indices for features Kairos adds itself, outside the client alphabet.
+# Client namespaces map to VW namespace indices (VW keys interactions on this one character), in order
+# of first appearance, from one alphabet per role: where a namespace first appears, in the context or in
+# an action, decides its role. Roles let "every context namespace with every action namespace" be a
+# fixed list of index pairs (see policies.learner_options), written before the namespaces are known.
+CONTEXT_ALPHABET = "abcdefghijklmnopqrstuvwxyz01234"
+ACTION_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ56789"
+NAMESPACE_ALPHABET = CONTEXT_ALPHABET + ACTION_ALPHABET
+ALPHABETS: dict[Role, str] = {"context": CONTEXT_ALPHABET, "action": ACTION_ALPHABET}
+# Reserved indices for features Kairos adds itself, outside the client alphabets.
 ACTION_ID_NAMESPACE = "!"
 CHANNEL_NAMESPACE = "@"
 RESERVED_NAMESPACES = {"_action": ACTION_ID_NAMESPACE, "_channel": CHANNEL_NAMESPACE}
+RESERVED_ROLES: dict[str, Role] = {ACTION_ID_NAMESPACE: "action", CHANNEL_NAMESPACE: "context"}
+
+
+def role_of(index: str) -> Role:
+    """The role of a namespace index. Tables written before roles existed gave out the context alphabet
+    first whatever the role; their action namespaces with such indices count as context ones."""
+    return RESERVED_ROLES.get(index) or ("context" if index in CONTEXT_ALPHABET else "action")
+
+
+def indices_of(role: Role) -> str:
+    """Every index a namespace of ``role`` can have, reserved ones included."""
+    return ALPHABETS[role] + "".join(index for index, r in RESERVED_ROLES.items() if r == role)
 
 # |x| above this is refused: products of two such values in quadratic
 # interactions, squared by the adaptive update, must stay finite in float32.
@@ -124,8 +142,8 @@ class NamespaceTable:
     # and leaves the assignment to the owner.
     frozen: bool = False
 
-    def index(self, namespace: str) -> str:
-        """The index of ``namespace``, assigning the next free one on first sight."""
+    def index(self, namespace: str, role: Role = "context") -> str:
+        """The index of ``namespace``, assigning the next free one of ``role`` on first sight."""
         found = self.indices.get(namespace)
         if found is not None:
             return found
@@ -139,24 +157,25 @@ class NamespaceTable:
             raise FeatureError(f"namespace {namespace[:80]!r} is longer than {MAX_NAMESPACE_CHARS} characters")
         if namespace.startswith("_"):
             raise FeatureError(f"namespace {namespace!r}: names starting with '_' are reserved")
-        if len(self.indices) >= len(NAMESPACE_ALPHABET):
+        used = set(self.indices.values())
+        free = [index for index in ALPHABETS[role] if index not in used]
+        if not free:
             raise FeatureError(
-                f"namespace {namespace!r} would be this decision point's "
-                f"{len(NAMESPACE_ALPHABET) + 1}th; at most {len(NAMESPACE_ALPHABET)} are supported"
+                f"namespace {namespace!r} would be this decision point's {len(ALPHABETS[role]) + 1}th "
+                f"{role} namespace; at most {len(ALPHABETS[role])} are supported"
             )
-        assigned = NAMESPACE_ALPHABET[len(self.indices)]
-        self.indices[namespace] = assigned
-        return assigned
+        self.indices[namespace] = free[0]
+        return free[0]
 
     def copy(self, frozen: bool = False) -> NamespaceTable:
         return NamespaceTable(dict(self.indices), frozen=frozen)
 
 
-def encode_groups(groups: Iterable[FeatureGroup], table: NamespaceTable) -> list[str]:
+def encode_groups(groups: Iterable[FeatureGroup], table: NamespaceTable, role: Role) -> list[str]:
     """The ``|x f1 f2`` segments of a line, one per non-empty group."""
     parts: list[str] = []
     for group in groups:
-        index = table.index(group.namespace)
+        index = table.index(group.namespace, role)
         tokens = [t for name, value in group.features.items() if (t := encode_feature(name, value)) is not None]
         if tokens:
             parts.append(f"|{index} " + " ".join(tokens))
@@ -165,7 +184,7 @@ def encode_groups(groups: Iterable[FeatureGroup], table: NamespaceTable) -> list
 
 def shared_line(context: Iterable[FeatureGroup], table: NamespaceTable, channel: str = "") -> str:
     """The shared (context) example of a multi-line ADF example."""
-    parts = encode_groups(context, table)
+    parts = encode_groups(context, table, "context")
     if len(channel) > MAX_STRING_CHARS:
         raise FeatureError(f"channel is longer than {MAX_STRING_CHARS} characters")
     if channel:
@@ -176,5 +195,5 @@ def shared_line(context: Iterable[FeatureGroup], table: NamespaceTable, channel:
 def action_line(candidate: CandidateLike, table: NamespaceTable) -> str:
     """An action example; the action id is a feature so each action can learn its own value."""
     parts = [f"|{ACTION_ID_NAMESPACE} {token(candidate.id)}"]
-    parts += encode_groups(candidate.features, table)
+    parts += encode_groups(candidate.features, table, "action")
     return " ".join(parts)

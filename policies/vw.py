@@ -116,6 +116,15 @@ class VWPolicy:
                 os.close(directory)
         return hashlib.sha256(data).hexdigest()
 
+    def under(self, args: Sequence[str]) -> VWPolicy:
+        """This model under another command line of the same shape (new interactions, say): itself when
+        nothing changes, else a reloaded copy (VW keeps the weights) and this one is closed."""
+        if list(args) == self.args:
+            return self
+        reloaded = VWPolicy(args, model=self.to_bytes())
+        self.close()
+        return reloaded
+
     def close(self) -> None:
         self._cache.clear()
         self._vw.finish()

@@ -10,8 +10,8 @@ default_reward = 0.0
 aggregation = "first"          # or "sum"
 reward_range = [-1.0, 1.0]
 explorer = { kind = "square_cb", gamma_scale = 10 }
-interactions = ["*"]           # or ["user*offer", "context*offer"]
-learning_rate = 0.5
+interactions = ["_context*_actions"]  # or ["user*offer", "user*_actions"], or ["*"] for all pairs
+learning_rate = 1.0
 """
 
 from __future__ import annotations

@@ -260,6 +260,8 @@ class DecisionPlane:
         if existing is not None:
             return _answer(existing)
         self.store.remember_lines(new_lines)
+        if namespaces_grew:
+            models.follow_namespaces(self.store, self.models_dir, state, self.checkpoints_kept)
         return _answer(decision)
 
     def _choose(

@@ -9,7 +9,7 @@ from dataclasses import replace
 from google.protobuf import duration_pb2
 
 from policies.features import FeatureGroup, FeatureScalar
-from policies.learner_options import ALL_PAIRS, Explorer, LearnerOptions
+from policies.learner_options import Explorer, LearnerOptions
 from service._pb.kairos.v1 import admin_service_pb2 as admin_pb
 from service._pb.kairos.v1 import decision_service_pb2 as decision_pb
 from service._pb.kairos.v1 import types_pb2 as types_pb
@@ -115,7 +115,7 @@ def learner_options(exploration: types_pb.Exploration, learning: types_pb.Learni
     default = LearnerOptions()
     return LearnerOptions(
         explorer=explorer(exploration),
-        interactions=tuple(learning.interactions) or (ALL_PAIRS,),
+        interactions=tuple(learning.interactions) or LearnerOptions().interactions,
         learning_rate=learning.learning_rate or default.learning_rate,
         power_t=learning.power_t if learning.HasField("power_t") else default.power_t,
         bits=learning.bits or default.bits,

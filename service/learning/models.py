@@ -148,6 +148,18 @@ def learn(store: Store, state: ModelState, entry: JournalEntry) -> None:
     state.applied_seq = entry.seq
 
 
+def follow_namespaces(store: Store, models_dir: Path, state: ModelState, kept: int = CHECKPOINTS_KEPT) -> None:
+    """After the decision point's namespace table grew: a group interaction (``_context*_actions``) now
+    covers the new namespace, so reload the model under the new command line (VW keeps the weights), and
+    checkpoint it, so that a replay after a crash learns under the same command line as this run."""
+    args = state.vw_args()
+    if args == state.policy.args:
+        return
+    state.policy = state.policy.under(args)
+    checkpoint(store, models_dir, state, kept)
+    log.info("model_follows_new_namespaces", decision_point=state.name, interactions=args.count("--interactions"))
+
+
 def checkpoint(store: Store, models_dir: Path, state: ModelState, kept: int = CHECKPOINTS_KEPT) -> CheckpointMeta:
     """Save the model (atomic file + sha256), record it, prune old ones and the journal they cover."""
     name, generation = state.name, state.record.generation

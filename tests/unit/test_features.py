@@ -5,6 +5,10 @@ import math
 import pytest
 
 from policies.features import (
+    ACTION_ALPHABET,
+    ACTION_ID_NAMESPACE,
+    CHANNEL_NAMESPACE,
+    CONTEXT_ALPHABET,
     NAMESPACE_ALPHABET,
     Candidate,
     FeatureError,
@@ -12,6 +16,7 @@ from policies.features import (
     NamespaceTable,
     action_line,
     encode_feature,
+    role_of,
     shared_line,
     token,
 )
@@ -55,12 +60,22 @@ def test_namespace_indices_are_stable_and_distinct() -> None:
     assert table.index("session") == table.index("session") == "a"
 
 
-def test_namespace_limit() -> None:
+def test_namespace_limit_per_role() -> None:
     table = NamespaceTable()
-    for i in range(len(NAMESPACE_ALPHABET)):
-        table.index(f"ns{i}")
-    with pytest.raises(FeatureError, match="at most"):
-        table.index("one-too-many")
+    for i in range(len(CONTEXT_ALPHABET)):
+        table.index(f"ns{i}", "context")
+    with pytest.raises(FeatureError, match="at most 31 are supported"):
+        table.index("one-too-many", "context")
+    assert table.index("offer", "action") == "A"  # the other role has its own alphabet
+
+
+def test_roles_follow_first_sight_and_old_tables_read_as_context() -> None:
+    table = NamespaceTable()
+    assert table.index("offer", "action") == "A" and role_of("A") == "action"
+    assert table.index("offer", "context") == "A"  # once given, an index never changes
+    assert table.index("user", "context") == "a" and role_of("a") == "context"
+    assert (role_of(ACTION_ID_NAMESPACE), role_of(CHANNEL_NAMESPACE)) == ("action", "context")
+    assert set(CONTEXT_ALPHABET).isdisjoint(ACTION_ALPHABET) and len(NAMESPACE_ALPHABET) == 62
 
 
 def test_reserved_namespaces_are_refused() -> None:
@@ -74,6 +89,6 @@ def test_lines() -> None:
     assert line == "shared |a segment=gold |@ web"
     assert (
         action_line(Candidate("offer 1", (FeatureGroup("offer", {"price": 9.5}),)), table)
-        == "|! offer%201 |b price:9.5"
+        == "|! offer%201 |A price:9.5"
     )
     assert shared_line([], NamespaceTable()) == "shared |"

@@ -113,3 +113,18 @@ def test_action_lines_are_stored_once_per_day(plane: DecisionPlane) -> None:
     plane.rank(RankInput("dp", offers(4)))  # the forgotten day's lines are written again
     with plane.store.read() as txn:
         assert txn.stat(plane.store.db["lines"])["entries"] == 4
+
+
+def test_a_new_namespace_joins_the_interactions_and_a_restart_keeps_them(plane: DecisionPlane, tmp_path: Path) -> None:
+    state = plane.states["dp"]
+    assert state.policy.args.count("--interactions") == 1  # only channel x action id before any namespace
+    plane.rank(RankInput("dp", offers(3), (FeatureGroup("user", {"segment": "gold"}),)))
+    args = plane.states["dp"].policy.args
+    assert {"aA", "a!", "@A", "@!"} <= set(args)  # user and offer crossed, with Kairos's own namespaces
+    assert plane.stats("dp").last_checkpoint_ms > 0  # a replay after a crash learns under the new args
+    plane.close()
+    plane.store.close()
+    reopened = open_plane(tmp_path)
+    assert reopened.states["dp"].policy.args == args
+    reopened.close()
+    reopened.store.close()

@@ -246,7 +246,7 @@ class LearningOptions(_message.Message):
     BITS_FIELD_NUMBER: _builtins.int
     L2_FIELD_NUMBER: _builtins.int
     learning_rate: _builtins.float
-    """Learning rate (-l); 0 means the default 0.5."""
+    """Learning rate (-l); 0 means the default 1.0."""
     power_t: _builtins.float
     """Learning-rate decay (--power_t); unset means 0.5, 0 keeps the rate constant."""
     bits: _builtins.int
@@ -256,8 +256,11 @@ class LearningOptions(_message.Message):
     @_builtins.property
     def interactions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Interactions between namespaces, each written as names joined by '*'
-        (for example "user*offer"), or "*" for every pair of namespaces seen
-        (the default when empty).
+        (for example "user*offer"). "_context" stands for every context
+        namespace and "_actions" for every action namespace (Kairos's channel
+        and action id included); empty means "_context*_actions", the pairs
+        that can rank actions. "*" is every pair of namespaces seen, context
+        with context too (the default of decision points created before 0.2).
         """
 
     def __init__(
