@@ -25,7 +25,14 @@ NAMESPACE_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345
 # Reserved indices for features Kairos adds itself, outside the client alphabet.
 ACTION_ID_NAMESPACE = "!"
 CHANNEL_NAMESPACE = "@"
-RESERVED_NAMESPACES = {"_action": ACTION_ID_NAMESPACE, "_channel": CHANNEL_NAMESPACE}
+EXPOSURE_NAMESPACE = "^"  # how often and how lately the subject saw this action
+BEHAVIOUR_NAMESPACE = "~"  # features derived from the subject's recent behavioural events
+RESERVED_NAMESPACES = {
+    "_action": ACTION_ID_NAMESPACE,
+    "_channel": CHANNEL_NAMESPACE,
+    "_exposure": EXPOSURE_NAMESPACE,
+    "_behaviour": BEHAVIOUR_NAMESPACE,
+}
 
 # |x| above this is refused: products of two such values in quadratic
 # interactions, squared by the adaptive update, must stay finite in float32.
