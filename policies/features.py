@@ -31,8 +31,20 @@ ALPHABETS: dict[Role, str] = {"context": CONTEXT_ALPHABET, "action": ACTION_ALPH
 # Reserved indices for features Kairos adds itself, outside the client alphabets.
 ACTION_ID_NAMESPACE = "!"
 CHANNEL_NAMESPACE = "@"
-RESERVED_NAMESPACES = {"_action": ACTION_ID_NAMESPACE, "_channel": CHANNEL_NAMESPACE}
-RESERVED_ROLES: dict[str, Role] = {ACTION_ID_NAMESPACE: "action", CHANNEL_NAMESPACE: "context"}
+EXPOSURE_NAMESPACE = "^"  # how often and how lately the subject saw this action
+BEHAVIOUR_NAMESPACE = "~"  # features derived from the subject's recent behavioural events
+RESERVED_NAMESPACES = {
+    "_action": ACTION_ID_NAMESPACE,
+    "_channel": CHANNEL_NAMESPACE,
+    "_exposure": EXPOSURE_NAMESPACE,
+    "_behaviour": BEHAVIOUR_NAMESPACE,
+}
+RESERVED_ROLES: dict[str, Role] = {
+    ACTION_ID_NAMESPACE: "action",
+    EXPOSURE_NAMESPACE: "action",
+    CHANNEL_NAMESPACE: "context",
+    BEHAVIOUR_NAMESPACE: "context",
+}
 
 
 def role_of(index: str) -> Role:

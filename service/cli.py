@@ -21,6 +21,9 @@ Kairos: real-time next-best-action decisions over gRPC.
   kairos backup --to DIR             consistent copy of the data directory, also while serving
   kairos rollback NAME [--seq N]     list a decision point's checkpoints, or roll its model back to one
   kairos bench --quick               run the benchmarks (from a source checkout; --help there)
+  kairos import-profiles FILE        bulk-load profiles (JSON Lines, or CSV by extension)
+  kairos rank-batch --decision-point DP FILE
+                                     rank the catalog for each subject of FILE (outbound campaigns)
 
 Every serve flag can also be set as an environment variable KAIROS_<NAME>
 (for example KAIROS_DATA_DIR=/data) or in the config file's [server] table.
@@ -196,6 +199,68 @@ def _bench(argv: list[str]) -> int:
     return bench_main(argv)
 
 
+def _import_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser(
+        "import-profiles",
+        help="bulk-load subject profiles from JSON Lines or CSV, with progress",
+        description="Merge profiles into the data directory, as PutProfile does, in batches of one transaction "
+        "each; works while the server runs. FILE ending in .csv is CSV (subject_id and namespace.feature "
+        'columns); anything else JSON Lines ({"subject_id": ..., "features": {namespace: {name: value}}}).',
+    )
+    parser.add_argument("file", type=Path)
+    parser.add_argument("--data-dir", type=Path, default=None, help="default: KAIROS_DATA_DIR or ./kairos-data")
+    parser.add_argument("--batch-size", type=int, default=5000, help="profiles per transaction")
+
+
+def _import_profiles(args: argparse.Namespace) -> int:
+    from service import profile_import
+
+    settings = settings_module.load()
+    try:
+        profile_import.run(
+            args.file, args.data_dir or settings.data_dir, args.batch_size, map_size_mb=settings.map_size_mb
+        )
+    except (OSError, profile_import.ProfileImportError) as err:
+        print(f"kairos import-profiles: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _rank_batch_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser(
+        "rank-batch",
+        help="rank a decision point's catalog for every subject of a file, through a running server",
+        description="For each line of FILE (a subject id, or JSON with subject_id and context) call Rank with "
+        "no actions, so the catalog is ranked under the contact rules and logged; print one JSON line per "
+        "subject (the action to send, or why nothing may be sent) and progress on stderr.",
+    )
+    parser.add_argument("file", type=Path)
+    parser.add_argument("--decision-point", required=True)
+    parser.add_argument("--channel", default="", help="the channel of the campaign, for example email")
+    parser.add_argument("--event-prefix", default="", help="event id = prefix + subject id: reruns are idempotent")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=None, help="default: KAIROS_PORT or 50051")
+    parser.add_argument("--token-file", type=Path, help="file holding a token with the serve scope")
+    parser.add_argument("--ca-file", type=Path, help="speak TLS, trusting the server certificates this PEM CA signed")
+
+
+def _rank_batch(args: argparse.Namespace) -> int:
+    from service import rank_batch
+
+    port = args.port or settings_module.load().port
+    try:
+        connection = rank_batch.Connection(
+            f"{args.host}:{port}",
+            token=args.token_file.read_text().strip() if args.token_file else "",
+            ca_pem=args.ca_file.read_bytes() if args.ca_file else None,
+        )
+        rank_batch.run(args.file, connection, args.decision_point, args.channel, args.event_prefix)
+    except (OSError, rank_batch.BatchError) as err:
+        print(f"kairos rank-batch: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _worker_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     # Internal: started by `kairos serve --workers N`, configured through KAIROS_* variables.
     worker = sub.add_parser("worker")
@@ -213,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     _backup_parser(sub)
     _rollback_parser(sub)
     _worker_parser(sub)
+    _import_parser(sub)
+    _rank_batch_parser(sub)
     sub.add_parser("bench", help="run the benchmarks: kairos bench --help (the same as python -m benchmarks)")
     given = sys.argv[1:] if argv is None else argv
     if given[:1] == ["bench"]:
@@ -229,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
         return _backup(args)
     if args.command == "rollback":
         return _rollback(args)
+    if args.command == "import-profiles":
+        return _import_profiles(args)
+    if args.command == "rank-batch":
+        return _rank_batch(args)
     overrides = {k: v for k, v in vars(args).items() if k != "command"}
     try:
         config = None

@@ -12,6 +12,22 @@ reward_range = [-1.0, 1.0]
 explorer = { kind = "square_cb", gamma_scale = 10 }
 interactions = ["_context*_actions"]  # or ["user*offer", "user*_actions"], or ["*"] for all pairs
 learning_rate = 1.0
+namespace_ttl = { web = "1h", purchases = "365d" }   # stored profile features older than this are not used
+optimize_value = false         # true: learn reward x the shown catalog action's business_value
+
+[decision_points.contact_policy]
+frequency_caps = [
+  { scope = "action", max = 1, window = "24h" },                      # each offer at most once a day
+  { scope = "channel", channel = "email", max = 3, window = "7d" },   # at most 3 emails a week
+]
+suppress_after_ignored = 3
+ignored_window = "30d"
+consent_namespace = "consent"
+quiet_hours = [{ channel = "sms", start_hour = 22, end_hour = 7 }]
+
+[[decision_points.contact_policy.focus_rules]]   # an open support ticket: only service actions
+tag = "service"
+conditions = [{ namespace = "support", feature = "open_ticket", operator = "eq", value = true }]
 """
 
 from __future__ import annotations
@@ -22,11 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from policies.contact import OPERATORS, Condition, ContactPolicy, FocusRule, FrequencyCap, QuietHours
 from policies.learner_options import Explorer, LearnerOptions
 from service.domain import DEFAULT_REWARD_WAIT_MS, DecisionPointConfig
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _DP_KEYS = {
     "name",
     "reward_wait",
@@ -40,6 +57,17 @@ _DP_KEYS = {
     "bits",
     "l2",
     "seed",
+    "namespace_ttl",
+    "contact_policy",
+    "optimize_value",
+}
+_POLICY_KEYS = {
+    "frequency_caps",
+    "suppress_after_ignored",
+    "ignored_window",
+    "consent_namespace",
+    "quiet_hours",
+    "focus_rules",
 }
 
 
@@ -58,7 +86,7 @@ def parse_duration_ms(text: str | int | float) -> int:
         return int(text)
     match = _DURATION.match(text)
     if not match:
-        raise ConfigError(f"duration {text!r} must look like 100ms, 30s, 10m or 1h")
+        raise ConfigError(f"duration {text!r} must look like 100ms, 30s, 10m, 1h or 7d")
     return int(float(match.group(1)) * _UNIT_MS[match.group(2)])
 
 
@@ -89,6 +117,46 @@ def _decision_point(entry: dict[str, Any]) -> DecisionPointConfig:
         reward_min=float(low),
         reward_max=float(high),
         seed=int(entry.get("seed", 0)),
+        contact=_contact_policy(entry["name"], dict(entry.get("contact_policy", {}))),
+        optimize_value=bool(entry.get("optimize_value", False)),
+        namespace_ttl_ms=tuple(sorted((ns, parse_duration_ms(t)) for ns, t in entry.get("namespace_ttl", {}).items())),
+    )
+
+
+def _condition(where: str, data: dict[str, Any]) -> Condition:
+    operator = data.get("operator")
+    if operator not in OPERATORS:
+        raise ConfigError(f"{where}: a condition's operator is one of {', '.join(OPERATORS)}")
+    return Condition(
+        data["namespace"],
+        data["feature"],
+        operator,
+        data.get("value"),
+        tuple(data.get("values", ())),
+    )
+
+
+def _contact_policy(name: str, data: dict[str, Any]) -> ContactPolicy:
+    where = f"decision point {name!r} contact_policy"
+    unknown = set(data) - _POLICY_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(_POLICY_KEYS)}")
+    default = ContactPolicy()
+    return ContactPolicy(
+        caps=tuple(
+            FrequencyCap(cap["scope"], int(cap["max"]), parse_duration_ms(cap["window"]), cap.get("channel", ""))
+            for cap in data.get("frequency_caps", ())
+        ),
+        suppress_after_ignored=int(data.get("suppress_after_ignored", 0)),
+        ignored_window_ms=parse_duration_ms(data.get("ignored_window", default.ignored_window_ms)),
+        consent_namespace=str(data.get("consent_namespace", "")),
+        quiet_hours=tuple(
+            QuietHours(q["channel"], int(q["start_hour"]), int(q["end_hour"])) for q in data.get("quiet_hours", ())
+        ),
+        focus_rules=tuple(
+            FocusRule(tuple(_condition(where, c) for c in rule.get("conditions", ())), rule["tag"])
+            for rule in data.get("focus_rules", ())
+        ),
     )
 
 
@@ -102,6 +170,8 @@ def load(path: Path) -> ConfigFile:
         raise ConfigError(f"{path}: unknown tables {sorted(unknown)}; use [server] and [[decision_points]]")
     try:
         points = [_decision_point(dict(entry)) for entry in data.get("decision_points", [])]
+    except KeyError as err:
+        raise ConfigError(f"{path}: missing key {err}") from None
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{path}: {err}") from None
     return ConfigFile(server=dict(data.get("server", {})), decision_points=points)

@@ -10,9 +10,11 @@ import re
 import struct
 import zlib
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, Literal
 
-from policies.features import NamespaceTable
+from policies.contact import ActionTerms, ContactPolicy
+from policies.features import FeatureGroup, NamespaceTable
 from policies.learner_options import LearnerOptions
 
 Aggregation = Literal["first", "sum"]
@@ -34,6 +36,10 @@ class DecisionPointConfig:
     reward_min: float = -1.0
     reward_max: float = 1.0
     seed: int = 0
+    contact: ContactPolicy = field(default_factory=ContactPolicy)
+    # (namespace, ms): stored profile features older than this are not used
+    namespace_ttl_ms: tuple[tuple[str, int], ...] = ()
+    optimize_value: bool = False  # learn reward x the shown action's business value
 
     @property
     def effective_seed(self) -> int:
@@ -49,12 +55,17 @@ class DecisionPointConfig:
             "reward_min": self.reward_min,
             "reward_max": self.reward_max,
             "seed": self.seed,
+            "contact": self.contact.to_dict(),
+            "namespace_ttl_ms": [list(pair) for pair in self.namespace_ttl_ms],
+            "optimize_value": self.optimize_value,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DecisionPointConfig:
         fields = dict(data)
         fields["learner"] = LearnerOptions.from_dict(fields.get("learner", {}))
+        fields["contact"] = ContactPolicy.from_dict(fields.get("contact", {}))
+        fields["namespace_ttl_ms"] = tuple((ns, ms) for ns, ms in fields.get("namespace_ttl_ms", ()))
         return cls(**fields)
 
     def with_changes(self, **changes: Any) -> DecisionPointConfig:
@@ -124,6 +135,7 @@ class Decision:
     subject_id: str = ""
     # Why the model did not choose (a fallback ranking was given); empty when it did. Never learned.
     fallback: str = ""
+    value: float = 1.0  # the shown action's business value (decision points that optimise value)
 
     @property
     def chosen(self) -> int:
@@ -159,6 +171,7 @@ class Decision:
                 self.reward_ids,
                 self.subject_id,
                 self.fallback,
+                self.value,
             ],
             separators=(",", ":"),
             ensure_ascii=False,
@@ -174,3 +187,32 @@ class Decision:
             packed = bytes.fromhex(probabilities)
             fields[8] = list(struct.unpack(f"<{len(packed) // 8}d", packed))
         return cls(*fields)
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """An action of a decision point's catalog: its features and the terms the contact rules check."""
+
+    id: str
+    features: tuple[FeatureGroup, ...] = ()
+    terms: ActionTerms = field(default_factory=ActionTerms)
+
+    @cached_property
+    def cache_key(self) -> bytes:
+        """Identifies the action's id and features exactly, for the plane's encoded-action cache."""
+        return (
+            b"catalog\x00"
+            + json.dumps([self.id, [[g.namespace, g.features] for g in self.features]], sort_keys=True).encode()
+        )
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            [self.id, [[g.namespace, dict(g.features)] for g in self.features], self.terms.to_dict()],
+            separators=(",", ":"),
+            ensure_ascii=False,
+        ).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> CatalogEntry:
+        action_id, groups, terms = json.loads(raw)
+        return cls(action_id, tuple(FeatureGroup(ns, f) for ns, f in groups), ActionTerms.from_dict(terms))

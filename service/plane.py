@@ -12,6 +12,7 @@ in-memory state changes only after the commit succeeds.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import math
 import shutil
@@ -25,11 +26,23 @@ from typing import Protocol
 
 import structlog
 
-from policies.features import CandidateLike, FeatureError, FeatureGroup, NamespaceTable, action_line, shared_line
+from policies import profile as profiles
+from policies.contact import NO_TERMS, RuleError, Subject, eligible, exposure_key, exposure_summaries
+from policies.features import (
+    EXPOSURE_NAMESPACE,
+    CandidateLike,
+    FeatureError,
+    FeatureGroup,
+    NamespaceTable,
+    action_line,
+    encode_feature,
+    shared_line,
+)
 from policies.learner_options import OptionsError
 from policies.lru import LRU
 from policies.ranking import Ranking, draw_for, fallback, rank
 from policies.vw import PolicyError, VWPolicy
+from service.customers import ContactRaced, CustomerContext, RankContext
 from service.domain import (
     EXPIRED,
     LEARNING,
@@ -149,6 +162,12 @@ def validate_config(config: DecisionPointConfig) -> None:
         raise invalid("INVALID_REWARD_RANGE", f"reward range [{low}, {high}] must be finite, min < max, within 1e6")
     if not (math.isfinite(config.default_reward) and low <= config.default_reward <= high):
         raise invalid("INVALID_DEFAULT_REWARD", f"default_reward must lie in the reward range [{low}, {high}]")
+    try:
+        config.contact.validate()
+    except RuleError as err:
+        raise invalid("INVALID_CONTACT_POLICY", str(err)) from None
+    if any(ttl <= 0 for _, ttl in config.namespace_ttl_ms):
+        raise invalid("INVALID_NAMESPACE_TTL", "namespace TTLs must be positive durations")
 
 
 class DecisionPlane:
@@ -165,6 +184,8 @@ class DecisionPlane:
         self.checkpoints_kept = max(checkpoints_kept, 1)
         self.states: dict[str, ModelState] = {}
         self._action_lines: dict[str, LRU[bytes, tuple[str, int, bytes]]] = {}
+        self.customers = CustomerContext(store)
+        self.clock: Callable[[], int] = now_ms  # for profile freshness and contact rules; tests move it
         # Called after a commit made events learnable; the learning loop sets it.
         self.on_learnable: Callable[[], None] = lambda: None
 
@@ -185,15 +206,38 @@ class DecisionPlane:
     # -- serving ------------------------------------------------------------
 
     def rank(self, request: RankInput) -> RankOutput:
+        for _ in range(5):
+            try:
+                return self._rank_once(request)
+            except ContactRaced:  # another process showed this subject something meanwhile: decide again
+                continue
+        raise KairosError(
+            Code.UNAVAILABLE, "CONTACT_HISTORY_BUSY", "this subject's contact history is changing too fast; retry"
+        )
+
+    def _rank_once(self, request: RankInput) -> RankOutput:
         state = self._state(request.decision_point)
         _check_id("event_id", request.event_id, required=False)
         _check_id("subject_id", request.subject_id, required=False)
-        candidates = self._eligible(request)
+        subject: RankContext | None = None
+        context: Sequence[FeatureGroup] = request.context
+        if request.subject_id or not request.candidates or state.record.config.optimize_value:
+            # The customer context: stored profile, catalog, contact rules, business values.
+            if request.event_id:  # a retry answers as before, even if the rules would now exclude its actions
+                with self.store.read() as txn:
+                    existing = self.store.get_decision(txn, state.name, request.event_id)
+                if existing is not None:
+                    return _answer(existing)
+            subject, candidates, context = self._subject_rank(request, state)
+        else:
+            candidates = self._eligible(request)
         table = state.record.namespaces
         known_namespaces = len(table.indices)
         try:
-            shared = shared_line(request.context, table, request.channel)
+            shared = shared_line(context, table, request.channel)
             lines, keys, features = self._encode_actions(state.name, candidates, table)
+            if subject is not None and subject.history:
+                self._add_exposure_features(state.name, subject, candidates, lines, keys)
         except FeatureError as err:
             raise invalid("INVALID_FEATURE", str(err)) from None
         features += sum(len(group.features) for group in request.context)
@@ -235,6 +279,9 @@ class DecisionPlane:
             subject_id=request.subject_id,
             fallback=fallback_reason,
         )
+        if subject is not None and state.record.config.optimize_value:
+            chosen = subject.terms.get(decision.action_ids[decision.chosen], NO_TERMS)
+            decision.value = chosen.business_value or 1.0
         pending = _Pending()
         pending.deltas["ranks"] += 1
         if fallback_reason:
@@ -249,6 +296,8 @@ class DecisionPlane:
                 existing = self.store.get_decision(txn, state.name, request.event_id)
                 if existing is not None:
                     return existing
+            if subject is not None:
+                self.customers.record_exposure(txn, subject, state.name, decision, request.channel, self.clock())
             self.store.put_lines(txn, new_lines)
             self.store.add_new_decision(txn, state.name, decision)
             self.store.add_counters(txn, state.name, pending.deltas)
@@ -292,6 +341,65 @@ class DecisionPlane:
                 draw = draw_for(state.record.config.effective_seed, event_id)
                 return rank(prediction.pmf, prediction.scores, draw), ""
         return fallback([c.id for c in candidates], request.baseline_action_id), reason
+
+    def _subject_rank(
+        self, request: RankInput, state: ModelState
+    ) -> tuple[RankContext, list[RankCandidate], list[FeatureGroup]]:
+        """Join the subject's stored context to the request, take the catalog when no candidates were sent,
+        and keep the candidates the contact rules allow."""
+        config = state.record.config
+        now = self.clock()
+        subject, catalog = self.customers.for_rank(
+            request.subject_id, state.name, dict(config.namespace_ttl_ms), now, catalog=not request.candidates
+        )
+        if not request.candidates and not catalog:
+            raise invalid(
+                "NO_CANDIDATES",
+                f"the request has no actions and decision point {state.name!r} has no catalog; send the "
+                "candidates in `actions` or add actions with FeatureService.PutActions",
+            )
+        # Sent candidates are checked (ids, limits) before the rules; a catalog is filtered by the rules first,
+        # since only its eligible actions count against max_actions.
+        pool: list[RankCandidate] = self._eligible(request) if request.candidates else list(catalog)
+        context = profiles.join(subject.groups, request.context)
+        verdict = eligible(
+            config.contact,
+            Subject(
+                profiles.as_features(context), subject.history, state.name, request.channel, now, subject.budget_used
+            ),
+            [(c.id, subject.terms.get(c.id, NO_TERMS)) for c in pool],
+        )
+        if not verdict.eligible:
+            raise failed_precondition(
+                "NO_ELIGIBLE_ACTIONS", verdict.explain(), **{k: str(v) for k, v in verdict.excluded.items()}
+            )
+        allowed = set(verdict.eligible)
+        candidates = [c for c in pool if c.id in allowed] if len(allowed) < len(pool) else pool
+        if not request.candidates:
+            if len(candidates) > self.limits.max_actions:
+                raise failed_precondition(
+                    "CATALOG_TOO_LARGE",
+                    f"{len(candidates)} catalog actions are eligible; a Rank takes at most {self.limits.max_actions} "
+                    "(narrow the catalog with channels, validity or eligibility, or raise --max-actions)",
+                    limit=str(self.limits.max_actions),
+                )
+            candidates = self._eligible(dataclasses.replace(request, candidates=candidates))
+        return subject, candidates, context
+
+    def _add_exposure_features(
+        self, name: str, subject: RankContext, candidates: Sequence[RankCandidate], lines: list[str], keys: list[bytes]
+    ) -> None:
+        """Append to each action the subject has seen lately how often, how lately, and how often ignored
+        (bucketed, so the day's line table stays small); the model learns fatigue from them."""
+        summaries = exposure_summaries(subject.history, self.clock())
+        for i, candidate in enumerate(candidates):
+            terms = subject.terms.get(candidate.id, NO_TERMS)
+            summary = summaries.get(exposure_key(name, candidate.id, terms.shared))
+            if summary is None:
+                continue
+            tokens = [t for n, v in summary.features().items() if (t := encode_feature(n, v)) is not None]
+            lines[i] = f"{lines[i]} |{EXPOSURE_NAMESPACE} " + " ".join(tokens)
+            keys[i] = hashlib.blake2b(lines[i].encode(), digest_size=LINE_KEY_BYTES).digest()
 
     def _eligible(self, request: RankInput) -> list[RankCandidate]:
         limits = self.limits
@@ -385,7 +493,7 @@ class DecisionPlane:
             decision.reward_ids.append(reward_id)
         if config.aggregation == "first" and (decision.activated or not decision.deferred):
             self._close(state, decision, value, pending)
-        self._commit(state, pending, decision)
+        self._commit(state, pending, decision, rewarded=value > 0)
 
     def activate(self, decision_point: str, event_id: str) -> None:
         state = self._state(decision_point)
@@ -402,7 +510,7 @@ class DecisionPlane:
         pending = _Pending()
         if state.record.config.aggregation == "first" and decision.reward is not None and decision.state == OPEN:
             self._close(state, decision, decision.reward, pending)
-        self._commit(state, pending, decision)
+        self._commit(state, pending, decision, activated=True)
 
     def close_windows(self, now: int, limit: int = 2000) -> int:
         """Close every reward window whose deadline has passed: learn (default reward) or expire."""
@@ -463,11 +571,24 @@ class DecisionPlane:
         if decision.fallback:
             return  # the model did not choose it: its probabilities say nothing the model could learn from
         seq = state.next_seq + len(pending.journal)
+        if state.record.config.optimize_value:  # the journal keeps what was learned: replay stays exact
+            reward *= decision.value
         pending.journal.append(JournalEntry(seq, decision.event_id, reward, decision))
 
-    def _commit(self, state: ModelState, pending: _Pending, decision: Decision | None = None) -> None:
+    def _commit(
+        self,
+        state: ModelState,
+        pending: _Pending,
+        decision: Decision | None = None,
+        rewarded: bool = False,
+        activated: bool = False,
+    ) -> None:
+        """``rewarded``/``activated``: also update the subject's contact history for ``decision``."""
+
         def commit(txn: Txn) -> None:
             if decision is not None:
+                if decision.subject_id and (rewarded or activated):
+                    self.customers.mark_exposure(txn, decision, rewarded=rewarded, activated=activated)
                 self.store.put_decision(txn, state.name, decision)
                 if decision.state != OPEN:
                     self.store.close_window(txn, state.name, decision)
@@ -610,6 +731,7 @@ class DecisionPlane:
 
     def model_version(self, name: str) -> str:
         return self._state(name).model_version
+
     def list_checkpoints(self, name: str) -> list[CheckpointMeta]:
         """The current model generation's kept checkpoints, newest first."""
         state = self._state(name)
@@ -695,6 +817,9 @@ class DecisionPlane:
 
         def commit(txn: Txn) -> None:
             for key, dp, event in gone:
+                decision = self.store.get_decision(txn, dp, event)
+                if decision is not None:
+                    self.store.drop_subject_event_of(txn, decision, dp)
                 self.store.forget_decision(txn, key, dp, event)
             # Lines of days that retention has passed; a day's margin for windows open across midnight.
             self.store.drop_lines_before(txn, cutoff_ms // DAY_MS - 1)
@@ -702,6 +827,15 @@ class DecisionPlane:
         if gone:
             self.store.write(commit)
         return len(gone)
+
+    def profile_ttls(self) -> dict[str, int]:
+        """Namespaces whose stored features every decision point ignores after a TTL, with the longest one:
+        older features can be deleted (a namespace without a TTL anywhere is kept for good)."""
+        tables = [dict(s.record.config.namespace_ttl_ms) for s in self.states.values()]
+        if not tables:
+            return {}
+        shared = set.intersection(*(set(t) for t in tables))
+        return {ns: max(t[ns] for t in tables) for ns in shared}
 
     def checkpoint_all(self, force: bool = False) -> int:
         """Checkpoint every model that learned since its last checkpoint; returns how many failed. A

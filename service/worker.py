@@ -20,11 +20,15 @@ import grpc
 import structlog
 
 from service import lifecycle
-from service._pb.kairos.v1 import admin_service_pb2_grpc, decision_service_pb2_grpc
+from service._pb.kairos.v1 import admin_service_pb2_grpc, decision_service_pb2_grpc, feature_service_pb2_grpc
 from service.bootstrap import limits_of
 from service.grpc import auth
 from service.grpc import server as grpc_server
-from service.grpc.forwarding import ForwardingDecisionServicer, forwarding_admin_servicer
+from service.grpc.forwarding import (
+    ForwardingDecisionServicer,
+    forwarding_admin_servicer,
+    forwarding_feature_servicer,
+)
 from service.grpc.interceptors import server_interceptors
 from service.metrics import RpcMetrics
 from service.plane import DecisionPlane
@@ -64,6 +68,10 @@ async def serve(settings: Settings, primary_address: str, ready_file: Path) -> N
         (
             admin_service_pb2_grpc.add_AdminServiceServicer_to_server,
             forwarding_admin_servicer(lambda: ready, primary),
+        ),
+        (
+            feature_service_pb2_grpc.add_FeatureServiceServicer_to_server,
+            forwarding_feature_servicer(lambda: ready, primary),
         ),
     ]
     # Workers serve the public port: they authenticate every call (the learning process does again).

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 
-from service._pb.kairos.v1 import admin_service_pb2_grpc, decision_service_pb2_grpc
+from service._pb.kairos.v1 import admin_service_pb2_grpc, decision_service_pb2_grpc, feature_service_pb2_grpc
 
 
 @dataclass
@@ -68,6 +68,10 @@ class RunningServer:
     @property
     def admin(self) -> admin_service_pb2_grpc.AdminServiceStub:
         return admin_service_pb2_grpc.AdminServiceStub(self.channel)
+
+    @property
+    def features(self) -> feature_service_pb2_grpc.FeatureServiceStub:
+        return feature_service_pb2_grpc.FeatureServiceStub(self.channel)
 
     def kill9(self) -> None:
         assert self.process is not None

@@ -6,15 +6,27 @@ import json
 from collections.abc import Iterable
 from dataclasses import replace
 
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
+from policies import profile as profiles
+from policies.contact import (
+    ActionTerms,
+    Condition,
+    ContactPolicy,
+    Exposure,
+    FocusRule,
+    FrequencyCap,
+    Operator,
+    QuietHours,
+)
 from policies.features import FeatureGroup, FeatureScalar
 from policies.learner_options import Explorer, LearnerOptions
 from service._pb.kairos.v1 import admin_service_pb2 as admin_pb
 from service._pb.kairos.v1 import decision_service_pb2 as decision_pb
+from service._pb.kairos.v1 import feature_service_pb2 as feature_pb
 from service._pb.kairos.v1 import types_pb2 as types_pb
 from service.audit import AuditRecord
-from service.domain import DEFAULT_REWARD_WAIT_MS, DecisionPointConfig, DecisionPointRecord
+from service.domain import DEFAULT_REWARD_WAIT_MS, CatalogEntry, DecisionPointConfig, DecisionPointRecord
 from service.errors import invalid
 from service.plane import RankInput, RankOutput, Stats
 from service.store.lmdb_store import CheckpointMeta
@@ -140,11 +152,25 @@ def config(dp: types_pb.DecisionPoint) -> DecisionPointConfig:
         reward_min=low,
         reward_max=high,
         seed=dp.seed,
+        contact=contact_policy(dp.contact_policy),
+        namespace_ttl_ms=tuple(sorted((ns, _wait_ms(ttl)) for ns, ttl in dp.namespace_ttl.items())),
+        optimize_value=dp.optimize_value,
     )
 
 
 # Top-level DecisionPoint fields an update may change, and how to copy each one.
-UPDATABLE = ("exploration", "reward_wait", "default_reward", "reward_aggregation", "reward_range", "learning", "seed")
+UPDATABLE = (
+    "exploration",
+    "reward_wait",
+    "default_reward",
+    "reward_aggregation",
+    "reward_range",
+    "learning",
+    "seed",
+    "contact_policy",
+    "namespace_ttl",
+    "optimize_value",
+)
 
 
 def updated_config(current: DecisionPointConfig, request: admin_pb.UpdateDecisionPointRequest) -> DecisionPointConfig:
@@ -172,6 +198,9 @@ def updated_config(current: DecisionPointConfig, request: admin_pb.UpdateDecisio
         reward_min=wanted.reward_min if "reward_range" in top else current.reward_min,
         reward_max=wanted.reward_max if "reward_range" in top else current.reward_max,
         seed=wanted.seed if "seed" in top else current.seed,
+        contact=wanted.contact if "contact_policy" in top else current.contact,
+        namespace_ttl_ms=wanted.namespace_ttl_ms if "namespace_ttl" in top else current.namespace_ttl_ms,
+        optimize_value=wanted.optimize_value if "optimize_value" in top else current.optimize_value,
     )
 
 
@@ -212,6 +241,9 @@ def decision_point_pb(record: DecisionPointRecord) -> types_pb.DecisionPoint:
         ),
         seed=cfg.seed,
         model_generation=record.generation,
+        contact_policy=contact_policy_pb(cfg.contact),
+        namespace_ttl={ns: _duration(ms) for ns, ms in cfg.namespace_ttl_ms},
+        optimize_value=cfg.optimize_value,
     )
 
 
@@ -260,6 +292,8 @@ def audit_record_pb(record: AuditRecord) -> admin_pb.AuditRecord:
     )
     found.time.FromMilliseconds(record.time_ms)
     return found
+
+
 def checkpoint_pb(meta: CheckpointMeta) -> admin_pb.Checkpoint:
     checkpoint = admin_pb.Checkpoint(
         seq=meta.seq,
@@ -270,3 +304,179 @@ def checkpoint_pb(meta: CheckpointMeta) -> admin_pb.Checkpoint:
     )
     checkpoint.create_time.FromMilliseconds(meta.created_ms)
     return checkpoint
+
+
+# -- customer context -----------------------------------------------------------
+
+_OPERATORS: dict[types_pb.ConditionOperator.ValueType, Operator] = {
+    types_pb.CONDITION_OPERATOR_EQUAL: "eq",
+    types_pb.CONDITION_OPERATOR_NOT_EQUAL: "ne",
+    types_pb.CONDITION_OPERATOR_IN: "in",
+    types_pb.CONDITION_OPERATOR_NOT_IN: "not_in",
+    types_pb.CONDITION_OPERATOR_LESS: "lt",
+    types_pb.CONDITION_OPERATOR_LESS_OR_EQUAL: "le",
+    types_pb.CONDITION_OPERATOR_GREATER: "gt",
+    types_pb.CONDITION_OPERATOR_GREATER_OR_EQUAL: "ge",
+    types_pb.CONDITION_OPERATOR_PRESENT: "present",
+    types_pb.CONDITION_OPERATOR_ABSENT: "absent",
+}
+_OPERATORS_PB: dict[Operator, types_pb.ConditionOperator.ValueType] = {n: v for v, n in _OPERATORS.items()}
+_SCOPES = {types_pb.CAP_SCOPE_ACTION: "action", types_pb.CAP_SCOPE_CHANNEL: "channel"}
+_SCOPES_PB = {name: number for number, name in _SCOPES.items()}
+_OUTCOMES = {
+    "open": feature_pb.EXPOSURE_OUTCOME_OPEN,
+    "rewarded": feature_pb.EXPOSURE_OUTCOME_REWARDED,
+    "ignored": feature_pb.EXPOSURE_OUTCOME_IGNORED,
+}
+
+
+def _duration(ms: int) -> duration_pb2.Duration:
+    duration = duration_pb2.Duration()
+    duration.FromMilliseconds(ms)
+    return duration
+
+
+def _timestamp(ms: int) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromMilliseconds(ms)
+    return stamp
+
+
+def _value_pb(value: FeatureScalar | None) -> types_pb.FeatureValue:
+    if isinstance(value, bool):
+        return types_pb.FeatureValue(bool_value=value)
+    if isinstance(value, str):
+        return types_pb.FeatureValue(string_value=value)
+    if value is None:
+        return types_pb.FeatureValue()
+    return types_pb.FeatureValue(number_value=float(value))
+
+
+def condition(pb: types_pb.Condition) -> Condition:
+    operator = _OPERATORS.get(pb.operator)
+    if operator is None:
+        raise invalid("INVALID_CONDITION", f"condition on {pb.namespace}.{pb.feature}: set an operator")
+    values = tuple(v for item in pb.values if (v := _value(item)) is not None)
+    return Condition(pb.namespace, pb.feature, operator, _value(pb.value), values)
+
+
+def condition_pb(c: Condition) -> types_pb.Condition:
+    return types_pb.Condition(
+        namespace=c.namespace,
+        feature=c.feature,
+        operator=_OPERATORS_PB[c.operator],
+        value=_value_pb(c.value) if c.value is not None else None,
+        values=[_value_pb(v) for v in c.values],
+    )
+
+
+def contact_policy(pb: types_pb.ContactPolicy) -> ContactPolicy:
+    caps = []
+    for cap in pb.frequency_caps:
+        scope = _SCOPES.get(cap.scope)
+        if scope is None:
+            raise invalid("INVALID_CONTACT_POLICY", "a frequency cap needs its scope (ACTION or CHANNEL)")
+        caps.append(FrequencyCap(scope, cap.max_exposures, _wait_ms(cap.window), cap.channel))  # type: ignore[arg-type]
+    default = ContactPolicy()
+    return ContactPolicy(
+        caps=tuple(caps),
+        suppress_after_ignored=pb.suppress_after_ignored,
+        ignored_window_ms=_wait_ms(pb.ignored_window) if pb.HasField("ignored_window") else default.ignored_window_ms,
+        consent_namespace=pb.consent_namespace,
+        quiet_hours=tuple(QuietHours(q.channel, q.start_hour, q.end_hour) for q in pb.quiet_hours),
+        focus_rules=tuple(FocusRule(tuple(condition(c) for c in r.conditions), r.tag) for r in pb.focus_rules),
+    )
+
+
+def contact_policy_pb(policy: ContactPolicy) -> types_pb.ContactPolicy:
+    return types_pb.ContactPolicy(
+        frequency_caps=[
+            types_pb.FrequencyCap(
+                scope=_SCOPES_PB[c.scope],
+                channel=c.channel,
+                max_exposures=c.max_exposures,
+                window=_duration(c.window_ms),
+            )
+            for c in policy.caps
+        ],
+        suppress_after_ignored=policy.suppress_after_ignored,
+        ignored_window=_duration(policy.ignored_window_ms),
+        consent_namespace=policy.consent_namespace,
+        quiet_hours=[
+            types_pb.QuietHours(channel=q.channel, start_hour=q.start_hour, end_hour=q.end_hour)
+            for q in policy.quiet_hours
+        ],
+        focus_rules=[
+            types_pb.FocusRule(conditions=[condition_pb(c) for c in r.conditions], tag=r.tag)
+            for r in policy.focus_rules
+        ],
+    )
+
+
+def profile_groups(groups: Iterable[types_pb.FeatureGroup]) -> list[tuple[str, dict[str, FeatureScalar | None]]]:
+    """Like feature_groups, but a value with no kind set stays, as None: PutProfile removes that feature."""
+    return [(g.namespace, {name: _value(v) for name, v in g.features.items()}) for g in groups]
+
+
+def time_ms(stamp: timestamp_pb2.Timestamp, has: bool, default: int) -> int:
+    return stamp.ToMilliseconds() if has else default
+
+
+def profile_pb(subject_id: str, stored: profiles.Stored) -> feature_pb.Profile:
+    profile = feature_pb.Profile(subject_id=subject_id)
+    for namespace, features in sorted(stored.items()):
+        profile.features.add(namespace=namespace, features={n: _value_pb(v) for n, (v, _) in features.items()})
+        for name, (_, written) in features.items():
+            profile.feature_updates.add(namespace=namespace, name=name, update_time=_timestamp(written))
+    return profile
+
+
+def catalog_entry(pb: feature_pb.CatalogAction) -> CatalogEntry:
+    terms = ActionTerms(
+        valid_from_ms=pb.valid_from.ToMilliseconds() if pb.HasField("valid_from") else 0,
+        valid_to_ms=pb.valid_to.ToMilliseconds() if pb.HasField("valid_to") else 0,
+        channels=tuple(pb.channels),
+        business_value=pb.business_value,
+        tags=tuple(pb.tags),
+        shared=pb.shared,
+        eligibility=tuple(condition(c) for c in pb.eligibility),
+        budget_max=pb.budget.max_exposures,
+        budget_period_ms=_wait_ms(pb.budget.period),
+    )
+    return CatalogEntry(pb.action.id, feature_groups(pb.action.features), terms)
+
+
+def catalog_action_pb(entry: CatalogEntry) -> feature_pb.CatalogAction:
+    terms = entry.terms
+    action = types_pb.Action(
+        id=entry.id,
+        features=[
+            types_pb.FeatureGroup(namespace=g.namespace, features={n: _value_pb(v) for n, v in g.features.items()})
+            for g in entry.features
+        ],
+    )
+    return feature_pb.CatalogAction(
+        action=action,
+        valid_from=_timestamp(terms.valid_from_ms) if terms.valid_from_ms else None,
+        valid_to=_timestamp(terms.valid_to_ms) if terms.valid_to_ms else None,
+        channels=terms.channels,
+        business_value=terms.business_value,
+        tags=terms.tags,
+        shared=terms.shared,
+        eligibility=[condition_pb(c) for c in terms.eligibility],
+        budget=feature_pb.Budget(max_exposures=terms.budget_max, period=_duration(terms.budget_period_ms))
+        if terms.budget_max
+        else None,
+    )
+
+
+def exposure_pb(exposure: Exposure, now_ms: int) -> feature_pb.Exposure:
+    outcome = "rewarded" if exposure.rewarded else "ignored" if exposure.ignored(now_ms) else "open"
+    return feature_pb.Exposure(
+        decision_point=exposure.decision_point,
+        action_id=exposure.action_id,
+        channel=exposure.channel,
+        event_id=exposure.event_id,
+        shown_time=_timestamp(exposure.shown_ms),
+        outcome=_OUTCOMES[outcome],
+    )

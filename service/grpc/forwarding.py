@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
 from policies.features import UnknownNamespace
-from service._pb.kairos.v1 import admin_service_pb2, admin_service_pb2_grpc, decision_service_pb2_grpc
+from service._pb.kairos.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    decision_service_pb2_grpc,
+    feature_service_pb2,
+    feature_service_pb2_grpc,
+)
 from service.errors import KairosError
 from service.grpc import auth, converters
 from service.grpc.servicers import ForwardedError, rank_deadline, ranked, rpc
@@ -26,9 +32,7 @@ def _passed_on(context: grpc.aio.ServicerContext) -> list[tuple[str, str]]:
 async def forward(call: Callable[..., Awaitable[Any]], request: Any, context: grpc.aio.ServicerContext) -> Any:
     remaining = context.time_remaining()
     try:
-        return await call(
-            request, timeout=remaining if remaining is not None else 30.0, metadata=_passed_on(context)
-        )
+        return await call(request, timeout=remaining if remaining is not None else 30.0, metadata=_passed_on(context))
     except grpc.aio.AioRpcError as err:
         trailers = tuple(err.trailing_metadata() or ())
         raise ForwardedError(err.code(), err.details() or "", trailers) from None
@@ -60,6 +64,15 @@ class ForwardingDecisionServicer(decision_service_pb2_grpc.DecisionServiceServic
                 self.replica.refresh()  # created a moment ago through another process?
         raise AssertionError("unreachable")
 
+    async def RankStream(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        """Passed through whole: the learning process ranks the batch (it owns new namespaces, too)."""
+        call = self.primary.RankStream(requests, metadata=_passed_on(context))
+        try:
+            async for response in call:
+                yield response
+        except grpc.aio.AioRpcError as err:
+            await context.abort(err.code(), err.details() or "", trailing_metadata=tuple(err.trailing_metadata() or ()))
+
     @rpc("Reward")
     async def Reward(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return await forward(self.primary.Reward, request, context)
@@ -73,9 +86,27 @@ def forwarding_admin_servicer(
     ready: Callable[[], bool], primary: grpc.aio.Channel
 ) -> admin_service_pb2_grpc.AdminServiceServicer:
     """An AdminService whose every method is the learning process's (it owns the decision points)."""
-    stub = admin_service_pb2_grpc.AdminServiceStub(primary)
+    servicer: admin_service_pb2_grpc.AdminServiceServicer = _forwarding_servicer(
+        admin_service_pb2, "AdminService", admin_service_pb2_grpc, ready, primary
+    )
+    return servicer
+
+
+def forwarding_feature_servicer(
+    ready: Callable[[], bool], primary: grpc.aio.Channel
+) -> feature_service_pb2_grpc.FeatureServiceServicer:
+    """A FeatureService passed through to the learning process (so catalog changes are checked against the
+    decision points it owns)."""
+    servicer: feature_service_pb2_grpc.FeatureServiceServicer = _forwarding_servicer(
+        feature_service_pb2, "FeatureService", feature_service_pb2_grpc, ready, primary
+    )
+    return servicer
+
+
+def _forwarding_servicer(module: Any, service: str, grpc_module: Any, ready: Callable[[], bool], primary: Any) -> Any:
+    stub = getattr(grpc_module, f"{service}Stub")(primary)
     methods: dict[str, Any] = {"ready": staticmethod(ready)}
-    for method in admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].methods:
+    for method in module.DESCRIPTOR.services_by_name[service].methods:
 
         def make(name: str) -> Any:
             async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -84,6 +115,5 @@ def forwarding_admin_servicer(
             return rpc(name)(handler)
 
         methods[method.name] = make(method.name)
-    cls = type("ForwardingAdminServicer", (admin_service_pb2_grpc.AdminServiceServicer,), methods)
-    servicer: admin_service_pb2_grpc.AdminServiceServicer = cls()
-    return servicer
+    cls = type(f"Forwarding{service}Servicer", (getattr(grpc_module, f"{service}Servicer"),), methods)
+    return cls()

@@ -14,16 +14,19 @@ from service._pb.kairos.v1 import (
     admin_service_pb2_grpc,
     decision_service_pb2,
     decision_service_pb2_grpc,
+    feature_service_pb2,
+    feature_service_pb2_grpc,
 )
 from service.audit import AuditLog
 from service.grpc import auth
-from service.grpc.servicers import AdminServicer, DecisionServicer
+from service.grpc.servicers import AdminServicer, DecisionServicer, FeatureServicer
 from service.plane import DecisionPlane
 from service.settings import Settings
 
 SERVICE_NAMES = (
     decision_service_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name,
     admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    feature_service_pb2.DESCRIPTOR.services_by_name["FeatureService"].full_name,
 )
 
 
@@ -73,6 +76,7 @@ def serving_servicers(
     return [
         (decision_service_pb2_grpc.add_DecisionServiceServicer_to_server, DecisionServicer(plane, ready)),
         (admin_service_pb2_grpc.add_AdminServiceServicer_to_server, AdminServicer(plane, ready, audit)),
+        (feature_service_pb2_grpc.add_FeatureServiceServicer_to_server, FeatureServicer(plane, ready, audit)),
     ]
 
 

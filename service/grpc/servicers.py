@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -15,6 +15,8 @@ from service._pb.kairos.v1 import admin_service_pb2 as admin_pb
 from service._pb.kairos.v1 import admin_service_pb2_grpc as admin_grpc
 from service._pb.kairos.v1 import decision_service_pb2 as decision_pb
 from service._pb.kairos.v1 import decision_service_pb2_grpc as decision_grpc
+from service._pb.kairos.v1 import feature_service_pb2 as feature_pb
+from service._pb.kairos.v1 import feature_service_pb2_grpc as feature_grpc
 from service.audit import AuditLog
 from service.domain import DecisionPointRecord
 from service.errors import Code, KairosError, invalid
@@ -88,6 +90,26 @@ def ranked(output: RankOutput, context: grpc.aio.ServicerContext) -> decision_pb
     return converters.rank_response(output)
 
 
+def rank_stream_response(plane: DecisionPlane, request: decision_pb.RankRequest) -> decision_pb.RankStreamResponse:
+    """One RankStream result: the ranking, or the error status the request would have had alone."""
+    try:
+        ranked = converters.rank_response(plane.rank(converters.rank_input(request)))
+        return decision_pb.RankStreamResponse(response=ranked, subject_id=request.subject_id)
+    except KairosError as error:
+        code, message, _ = status_of(error)
+        return decision_pb.RankStreamResponse(
+            error_code=code.value[0], error_reason=error.reason, error_message=message, subject_id=request.subject_id
+        )
+    except Exception:
+        log.exception("rpc_failed", method="RankStream")
+        return decision_pb.RankStreamResponse(
+            error_code=grpc.StatusCode.INTERNAL.value[0],
+            error_reason="INTERNAL",
+            error_message="internal error; the server log has the details",
+            subject_id=request.subject_id,
+        )
+
+
 class _Base:
     def __init__(self, plane: DecisionPlane, ready: Callable[[], bool]) -> None:
         self.plane = plane
@@ -99,6 +121,14 @@ class DecisionServicer(_Base, decision_grpc.DecisionServiceServicer):
     async def Rank(self, request: decision_pb.RankRequest, context: grpc.aio.ServicerContext) -> Any:
         deadline = rank_deadline(context)
         return ranked(self.plane.rank(converters.rank_input(request, deadline)), context)
+
+    async def RankStream(
+        self, requests: AsyncIterator[decision_pb.RankStreamRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[decision_pb.RankStreamResponse]:
+        if not self.ready():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "Kairos is starting or stopping; retry shortly")
+        async for item in requests:
+            yield rank_stream_response(self.plane, item.request)
 
     @rpc("Reward")
     async def Reward(self, request: decision_pb.RewardRequest, context: grpc.aio.ServicerContext) -> Any:
@@ -115,6 +145,15 @@ def _config_json(record: DecisionPointRecord) -> dict[str, Any]:
     return {**record.config.to_dict(), "model_generation": record.generation}
 
 
+def _record(
+    audit: AuditLog, context: Any, action: str, target: str, before: dict[str, Any] | None, after: dict[str, Any] | None
+) -> None:
+    caller = auth.current_caller()
+    actor = caller.principal.name if caller else "anonymous"
+    peer = (caller.forwarded_peer if caller else None) or context.peer()
+    audit.record(actor, peer, action, target, before, after)
+
+
 class AdminServicer(_Base, admin_grpc.AdminServiceServicer):
     def __init__(self, plane: DecisionPlane, ready: Callable[[], bool], audit: AuditLog) -> None:
         super().__init__(plane, ready)
@@ -123,10 +162,7 @@ class AdminServicer(_Base, admin_grpc.AdminServiceServicer):
     def _audit(
         self, context: Any, action: str, target: str, before: dict[str, Any] | None, after: dict[str, Any] | None
     ) -> None:
-        caller = auth.current_caller()
-        actor = caller.principal.name if caller else "anonymous"
-        peer = (caller.forwarded_peer if caller else None) or context.peer()
-        self.audit.record(actor, peer, action, target, before, after)
+        _record(self.audit, context, action, target, before, after)
 
     @rpc("CreateDecisionPoint")
     async def CreateDecisionPoint(self, request: admin_pb.CreateDecisionPointRequest, context: Any) -> Any:
@@ -216,3 +252,78 @@ class AdminServicer(_Base, admin_grpc.AdminServiceServicer):
             {"model_version": version, "checkpoint_seq": request.seq, "dropped_events": dropped},
         )
         return admin_pb.RollbackModelResponse(model_version=version, dropped_events=dropped)
+
+
+class FeatureServicer(_Base, feature_grpc.FeatureServiceServicer):
+    """Catalog changes and forgetting are audited like AdminService changes; profile and behaviour writes
+    are data, not administration."""
+
+    def __init__(self, plane: DecisionPlane, ready: Callable[[], bool], audit: AuditLog) -> None:
+        super().__init__(plane, ready)
+        self.audit = audit
+
+    @rpc("PutProfile")
+    async def PutProfile(self, request: feature_pb.PutProfileRequest, context: Any) -> Any:
+        written = converters.time_ms(request.update_time, request.HasField("update_time"), self.plane.clock())
+        groups = converters.profile_groups(request.features)
+        self.plane.customers.put_profile(request.subject_id, groups, written, request.replace)
+        return feature_pb.PutProfileResponse()
+
+    @rpc("GetProfile")
+    async def GetProfile(self, request: feature_pb.GetProfileRequest, context: Any) -> Any:
+        return converters.profile_pb(request.subject_id, self.plane.customers.get_profile(request.subject_id))
+
+    @rpc("DeleteProfile")
+    async def DeleteProfile(self, request: feature_pb.DeleteProfileRequest, context: Any) -> Any:
+        forgotten = self.plane.customers.forget(request.subject_id)
+        # The audit says that a subject was forgotten, not which: keeping the id would defeat the purpose.
+        _record(self.audit, context, "DeleteProfile", "", None, {"decisions_forgotten": forgotten})
+        return feature_pb.DeleteProfileResponse(decisions_forgotten=forgotten)
+
+    @rpc("TrackEvent")
+    async def TrackEvent(self, request: feature_pb.TrackEventRequest, context: Any) -> Any:
+        happened = converters.time_ms(request.event_time, request.HasField("event_time"), self.plane.clock())
+        self.plane.customers.track(request.subject_id, request.event_type, request.category, happened)
+        if not request.HasField("rank"):
+            return feature_pb.TrackEventResponse()
+        rank_request = decision_pb.RankRequest()
+        rank_request.CopyFrom(request.rank)
+        rank_request.subject_id = request.subject_id
+        ranked = self.plane.rank(converters.rank_input(rank_request))
+        return feature_pb.TrackEventResponse(rank=converters.rank_response(ranked))
+
+    @rpc("PutActions")
+    async def PutActions(self, request: feature_pb.PutActionsRequest, context: Any) -> Any:
+        self.plane.get_decision_point(request.decision_point)  # NOT_FOUND for an unknown one
+        entries = [converters.catalog_entry(action) for action in request.actions]
+        self.plane.customers.put_actions(request.decision_point, entries, request.replace)
+        after = {"action_ids": [e.id for e in entries], "replace": request.replace}
+        _record(self.audit, context, "PutActions", request.decision_point, None, after)
+        return feature_pb.PutActionsResponse()
+
+    @rpc("ListActions")
+    async def ListActions(self, request: feature_pb.ListActionsRequest, context: Any) -> Any:
+        if request.page_size < 0:
+            raise invalid("INVALID_PAGE_SIZE", "page_size must not be negative (0 means the default, 100)")
+        self.plane.get_decision_point(request.decision_point)
+        page, token = self.plane.customers.list_actions(
+            request.decision_point, request.page_size or 100, request.page_token
+        )
+        return feature_pb.ListActionsResponse(
+            actions=[converters.catalog_action_pb(entry) for entry in page], next_page_token=token
+        )
+
+    @rpc("DeleteAction")
+    async def DeleteAction(self, request: feature_pb.DeleteActionRequest, context: Any) -> Any:
+        self.plane.get_decision_point(request.decision_point)
+        self.plane.customers.delete_action(request.decision_point, request.action_id)
+        _record(self.audit, context, "DeleteAction", request.decision_point, {"action_id": request.action_id}, None)
+        return feature_pb.DeleteActionResponse()
+
+    @rpc("GetContactHistory")
+    async def GetContactHistory(self, request: feature_pb.GetContactHistoryRequest, context: Any) -> Any:
+        history = self.plane.customers.contact_history(request.subject_id)
+        now = self.plane.clock()
+        return feature_pb.GetContactHistoryResponse(
+            exposures=[converters.exposure_pb(e, now) for e in reversed(history)]
+        )

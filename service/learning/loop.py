@@ -25,6 +25,8 @@ log = structlog.get_logger(__name__)
 LEARN_SLICE = 16
 SWEEP_SLICE = 64
 SWEEP_INTERVAL_S = 0.05  # reward windows are at least 100 ms long
+PROFILE_SWEEP_INTERVAL_S = 3600.0  # scanning every profile for expired features is slow work: hourly
+PROFILE_SWEEP_SLICE = 200  # profiles per write transaction
 
 
 class LearningLoop:
@@ -99,6 +101,7 @@ class LearningLoop:
 
     async def _maintenance(self) -> None:
         last_purge = 0.0
+        last_profile_sweep = time.monotonic()
         while True:
             await asyncio.sleep(self.settings.sync_interval_s)
             if not self.settings.sync_commits:
@@ -110,6 +113,23 @@ class LearningLoop:
                 while self.plane.purge_before(cutoff, limit=1000) >= 1000:
                     await asyncio.sleep(0)
                 self.plane.store.env.reader_check()
+            if time.monotonic() - last_profile_sweep > PROFILE_SWEEP_INTERVAL_S:
+                last_profile_sweep = time.monotonic()
+                await self.sweep_profiles()
+
+    async def sweep_profiles(self) -> int:
+        """Reclaim the space of profile features past every decision point's TTL, in small slices."""
+        ttls = self.plane.profile_ttls()
+        removed, after = 0, ""
+        while ttls:
+            gone, after = self.plane.customers.sweep_profiles(ttls, now_ms(), after, PROFILE_SWEEP_SLICE)
+            removed += gone
+            if not after:
+                break
+            await asyncio.sleep(0)
+        if removed:
+            log.info("expired_profile_features_deleted", features=removed)
+        return removed
 
     def finish(self) -> None:
         """At shutdown: learn everything that is ready, then checkpoint."""

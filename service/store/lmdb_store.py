@@ -16,6 +16,14 @@ by number):
 - ``counters``: ``dp`` -> counters JSON
 - ``checkpoints``: ``dp + generation + seq`` -> checkpoint metadata JSON
 - ``audit``: ``seq`` -> an audit record of an administrative change, JSON
+- ``profiles``: ``subject_id`` -> profile JSON (per feature: value and update time)
+- ``behaviour``: ``subject_id`` -> the subject's recent behavioural events (bounded)
+- ``contacts``: ``subject_id`` -> the subject's contact history: exposures (bounded)
+- ``subject_events``: ``blake2b-128(subject_id) + dp + event_id`` -> "" (decisions that carry the subject
+  id, so forgetting a subject finds them; the hash keeps keys within LMDB's 511 bytes)
+- ``catalog``: ``dp + action_id`` -> CatalogEntry JSON; ``meta`` keeps ``catalog_version:dp``, bumped by
+  every change, so each process knows when its cached copy is stale
+- ``budgets``: ``dp + action_id + NUL + period`` -> shows of a budgeted catalog action in that period
 
 Durability: with ``sync=False`` (the default) a commit is in the OS page
 cache when Rank or Reward returns, which survives ``kill -9`` of the process
@@ -25,6 +33,7 @@ but not a power loss; ``sync=True`` fsyncs every commit.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import struct
 from collections.abc import Callable, Iterator, Mapping
@@ -36,7 +45,7 @@ import lmdb
 import structlog
 
 from policies.lru import LRU
-from service.domain import LINE_KEY_BYTES, Decision, DecisionPointRecord
+from service.domain import LINE_KEY_BYTES, CatalogEntry, Decision, DecisionPointRecord
 from service.errors import Code, KairosError
 
 FORMAT_VERSION = 1
@@ -52,6 +61,12 @@ DB_NAMES = (
     "counters",
     "checkpoints",
     "audit",
+    "profiles",
+    "behaviour",
+    "contacts",
+    "subject_events",
+    "catalog",
+    "budgets",
 )
 _U32 = struct.Struct(">I")
 DAY_MS = 86_400_000
@@ -82,6 +97,12 @@ def _lock_exclusively(path: Path) -> IO[bytes]:
 
 def _dp(name: str) -> bytes:
     return name.encode() + b"\x00"
+
+
+def _subject_prefix(subject_id: str) -> bytes:
+    """A fixed-size stand-in for a subject id in index keys: a 256-byte subject id, a decision point name
+    and a 256-byte event id together would pass LMDB's 511-byte key limit."""
+    return hashlib.blake2b(subject_id.encode(), digest_size=16).digest()
 
 
 def _split_dp(key: bytes) -> tuple[str, bytes]:
@@ -233,8 +254,9 @@ class Store:
         prefix = _dp(name)
         txn.delete(name.encode(), db=self.db["decision_points"])
         self._bump_decision_points_version(txn)
-        for db in ("events", "journal", "counters", "checkpoints"):
+        for db in ("events", "journal", "counters", "checkpoints", "catalog", "budgets"):
             self._delete_prefix(txn, db, prefix)
+        self._bump_catalog_version(txn, name)
         for db in ("due", "by_time"):  # keyed by time first: scan all
             with txn.cursor(db=self.db[db]) as cursor:
                 keys = [key for key in cursor.iternext(values=False) if key[8:].startswith(prefix)]
@@ -444,3 +466,100 @@ class Store:
                 if len(found) >= limit:
                     break
         return found
+    # -- subjects: profiles, behaviour, contact history -----------------------
+
+    def get_subject(self, txn: Txn, db: str, subject_id: str) -> bytes | None:
+        """The raw record of ``subject_id`` in ``db`` (profiles, behaviour or contacts)."""
+        value: bytes | None = txn.get(subject_id.encode(), db=self.db[db])
+        return value
+
+    def put_subject(self, txn: Txn, db: str, subject_id: str, value: bytes) -> None:
+        txn.put(subject_id.encode(), value, db=self.db[db])
+
+    def delete_subject(self, txn: Txn, db: str, subject_id: str) -> bool:
+        return bool(txn.delete(subject_id.encode(), db=self.db[db]))
+
+    def subjects_after(self, txn: Txn, db: str, after: str, limit: int) -> list[tuple[str, bytes]]:
+        """Up to ``limit`` (subject id, record) pairs of ``db`` whose subject id sorts after ``after``."""
+        found: list[tuple[str, bytes]] = []
+        with txn.cursor(db=self.db[db]) as cursor:
+            start = after.encode() + b"\x00" if after else b""
+            if not (cursor.set_range(start) if start else cursor.first()):
+                return found
+            for key, value in cursor:
+                if len(found) >= limit:
+                    break
+                found.append((key.decode(), value))
+        return found
+
+    def add_subject_event(self, txn: Txn, subject_id: str, dp: str, event_id: str) -> None:
+        txn.put(_subject_prefix(subject_id) + _dp(dp) + event_id.encode(), b"", db=self.db["subject_events"])
+
+    def subject_events(self, txn: Txn, subject_id: str) -> list[tuple[bytes, str, str]]:
+        """(index key, decision point, event id) of the decisions logged with ``subject_id``."""
+        prefix = _subject_prefix(subject_id)
+        found: list[tuple[bytes, str, str]] = []
+        with txn.cursor(db=self.db["subject_events"]) as cursor:
+            if not cursor.set_range(prefix):
+                return found
+            for key in cursor.iternext(values=False):
+                if not key.startswith(prefix):
+                    break
+                dp, event = _split_dp(key[len(prefix) :])
+                found.append((key, dp, event.decode()))
+        return found
+
+    def drop_subject_event(self, txn: Txn, key: bytes) -> None:
+        txn.delete(key, db=self.db["subject_events"])
+
+    def drop_subject_event_of(self, txn: Txn, decision: Decision, dp: str) -> None:
+        if decision.subject_id:
+            key = _subject_prefix(decision.subject_id) + _dp(dp) + decision.event_id.encode()
+            txn.delete(key, db=self.db["subject_events"])
+
+    # -- catalog --------------------------------------------------------------
+
+    def catalog_version(self, txn: Txn, dp: str) -> int:
+        raw = txn.get(b"catalog_version:" + dp.encode(), db=self.db["meta"])
+        return 0 if raw is None else int(raw)
+
+    def _bump_catalog_version(self, txn: Txn, dp: str) -> None:
+        txn.put(b"catalog_version:" + dp.encode(), str(self.catalog_version(txn, dp) + 1).encode(), db=self.db["meta"])
+
+    def load_catalog(self, txn: Txn, dp: str, after: str = "", limit: int = 0) -> list[CatalogEntry]:
+        """Catalog actions of ``dp`` by id, those after ``after``; at most ``limit`` (0: all)."""
+        prefix = _dp(dp)
+        found: list[CatalogEntry] = []
+        with txn.cursor(db=self.db["catalog"]) as cursor:
+            start = prefix + after.encode() + b"\x00" if after else prefix
+            if not cursor.set_range(start):
+                return found
+            for key, value in cursor:
+                if not key.startswith(prefix) or (limit and len(found) >= limit):
+                    break
+                found.append(CatalogEntry.decode(value))
+        return found
+
+    def put_catalog(self, txn: Txn, dp: str, entries: list[CatalogEntry], replace: bool) -> None:
+        if replace:
+            self._delete_prefix(txn, "catalog", _dp(dp))
+        for entry in entries:
+            txn.put(_dp(dp) + entry.id.encode(), entry.encode(), db=self.db["catalog"])
+        self._bump_catalog_version(txn, dp)
+
+    def budget_used(self, txn: Txn, dp: str, action_id: str, period: int) -> int:
+        raw = txn.get(_dp(dp) + action_id.encode() + b"\x00" + _U64.pack(period), db=self.db["budgets"])
+        return 0 if raw is None else int(raw)
+
+    def add_budget_use(self, txn: Txn, dp: str, action_id: str, period: int) -> int:
+        """Count one more show in ``period``; returns the new count."""
+        used = self.budget_used(txn, dp, action_id, period) + 1
+        key = _dp(dp) + action_id.encode() + b"\x00" + _U64.pack(period)
+        txn.put(key, str(used).encode(), db=self.db["budgets"])
+        return used
+
+    def delete_catalog_action(self, txn: Txn, dp: str, action_id: str) -> bool:
+        deleted = bool(txn.delete(_dp(dp) + action_id.encode(), db=self.db["catalog"]))
+        if deleted:
+            self._bump_catalog_version(txn, dp)
+        return deleted

@@ -8,7 +8,10 @@ from pathlib import Path
 
 from service._pb.kairos.v1 import admin_service_pb2 as apb
 from service._pb.kairos.v1 import decision_service_pb2 as dpb
-from tests.helpers import rank_request
+from service._pb.kairos.v1 import feature_service_pb2 as fpb
+from service._pb.kairos.v1 import types_pb2 as tpb
+from service.store.lmdb_store import Store
+from tests.helpers import group, rank_request
 from tests.server import RunningServer
 
 
@@ -86,3 +89,33 @@ def test_corrupt_checkpoint_falls_back_and_replays(make_server: Callable[..., Ru
     assert export(server).model == model_before.model
     assert "checkpoint_unusable" in server.log()
     assert server.stop() == 0
+
+
+def test_kill9_keeps_profiles_events_catalog_and_contact_history(make_server: Callable[..., RunningServer]) -> None:
+    server = make_server().start()
+    for k in range(20):
+        server.features.PutProfile(fpb.PutProfileRequest(subject_id=f"s{k}", features=[group("user", rank=float(k))]))
+        server.features.TrackEvent(fpb.TrackEventRequest(subject_id=f"s{k}", event_type="view", category=f"c{k}"))
+    actions = [fpb.CatalogAction(action=tpb.Action(id=f"a{k}"), tags=["t"]) for k in range(5)]
+    server.features.PutActions(fpb.PutActionsRequest(decision_point="demo", actions=actions))
+    shown = server.decisions.Rank(dpb.RankRequest(decision_point="demo", subject_id="s3")).ranking[0].action_id
+    server.kill9()
+
+    server.start()
+    for k in range(20):
+        profile = server.features.GetProfile(fpb.GetProfileRequest(subject_id=f"s{k}"))
+        assert profile.features[0].features["rank"].number_value == float(k)
+    listed = server.features.ListActions(fpb.ListActionsRequest(decision_point="demo"))
+    assert [a.action.id for a in listed.actions] == [f"a{k}" for k in range(5)]
+    history = server.features.GetContactHistory(fpb.GetContactHistoryRequest(subject_id="s3")).exposures
+    assert [e.action_id for e in history] == [shown]
+    store_check = server.features.TrackEvent(
+        fpb.TrackEventRequest(subject_id="s3", event_type="view", rank=dpb.RankRequest(decision_point="demo"))
+    )
+    assert len(store_check.rank.ranking) == 5
+    assert server.stop() == 0
+    store = Store(server.data_dir / "lmdb")
+    with store.read() as txn:
+        decision = store.get_decision(txn, "demo", store_check.rank.event_id)
+    store.close()
+    assert decision is not None and "events_1h:2" in decision.shared  # the event before the crash is there

@@ -10,11 +10,14 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2
 
 from service._pb.kairos.v1 import admin_service_pb2 as apb
 from service._pb.kairos.v1 import admin_service_pb2_grpc as agrpc
 from service._pb.kairos.v1 import decision_service_pb2 as dpb
 from service._pb.kairos.v1 import decision_service_pb2_grpc as dgrpc
+from service._pb.kairos.v1 import feature_service_pb2 as fpb
+from service._pb.kairos.v1 import feature_service_pb2_grpc as fgrpc
 from service._pb.kairos.v1 import types_pb2 as tpb
 from tests.helpers import group, offers
 from tests.integration.test_serving import error_reason
@@ -126,4 +129,40 @@ def test_workers_die_with_a_killed_learner_and_restart_cleanly(make_server: Call
         dpb.RankRequest(decision_point="demo", actions=offers(2), event_id=event.event_id)
     )
     assert again == event  # the acknowledged decision survived
+    assert server.stop() == 0
+
+
+def test_workers_rank_with_the_customer_context(make_server: Callable[..., RunningServer]) -> None:
+    server = make_server("--workers", "2").start()
+    links = channels(server)
+    features = fgrpc.FeatureServiceStub(links[0])  # passed through to the learning process
+    cap = tpb.FrequencyCap(scope=tpb.CAP_SCOPE_ACTION, max_exposures=1, window=duration_pb2.Duration(seconds=86400))
+    admin = agrpc.AdminServiceStub(links[0])
+    policy = tpb.ContactPolicy(frequency_caps=[cap])
+    admin.CreateDecisionPoint(
+        apb.CreateDecisionPointRequest(decision_point=tpb.DecisionPoint(name="cat", contact_policy=policy))
+    )
+    actions = [fpb.CatalogAction(action=tpb.Action(id=f"a{k}")) for k in range(4)]
+    features.PutActions(fpb.PutActionsRequest(decision_point="cat", actions=actions))
+    features.PutProfile(fpb.PutProfileRequest(subject_id="w1", features=[group("user", tier="gold")]))
+    shown = set()
+    for i in range(4):  # every call on another connection: the caps hold across the worker processes
+        response = dgrpc.DecisionServiceStub(links[i % len(links)]).Rank(
+            dpb.RankRequest(decision_point="cat", subject_id="w1")
+        )
+        shown.add(response.ranking[0].action_id)
+    assert shown == {"a0", "a1", "a2", "a3"}
+    with pytest.raises(grpc.RpcError) as err:
+        dgrpc.DecisionServiceStub(links[4]).Rank(dpb.RankRequest(decision_point="cat", subject_id="w1"))
+    assert error_reason(err.value) == "NO_ELIGIBLE_ACTIONS"
+    history = features.GetContactHistory(fpb.GetContactHistoryRequest(subject_id="w1")).exposures
+    assert len(history) == 4
+    stream = dgrpc.DecisionServiceStub(links[1]).RankStream(
+        iter([dpb.RankStreamRequest(request=dpb.RankRequest(decision_point="cat", subject_id=s)) for s in ("w1", "w2")])
+    )
+    first, second = list(stream)  # through a worker, passed on to the learning process
+    assert first.error_reason == "NO_ELIGIBLE_ACTIONS" and first.subject_id == "w1"
+    assert second.response.ranking[0].action_id.startswith("a") and second.subject_id == "w2"
+    for link in links:
+        link.close()
     assert server.stop() == 0

@@ -57,3 +57,30 @@ def test_config_file_errors_name_the_problem(tmp_path: Path) -> None:
     assert config_file.parse_duration_ms("100ms") == 100
     with pytest.raises(config_file.ConfigError):
         config_file.parse_duration_ms("soon")
+
+
+def test_config_file_declares_contact_policy_and_ttl(tmp_path: Path) -> None:
+    """The module docstring's example is a valid file, and every part of it arrives."""
+    path = tmp_path / "kairos.toml"
+    path.write_text((config_file.__doc__ or "").split("\n", 1)[1])  # after the title line
+    (dp,) = config_file.load(path).decision_points
+    assert dict(dp.namespace_ttl_ms) == {"web": 3_600_000, "purchases": 365 * 86_400_000}
+    policy = dp.contact
+    assert [(c.scope, c.max_exposures, c.window_ms, c.channel) for c in policy.caps] == [
+        ("action", 1, 86_400_000, ""),
+        ("channel", 3, 7 * 86_400_000, "email"),
+    ]
+    assert (policy.suppress_after_ignored, policy.ignored_window_ms, policy.consent_namespace) == (
+        3,
+        30 * 86_400_000,
+        "consent",
+    )
+    assert policy.quiet_hours[0].covers(23 * 3_600_000) and not policy.quiet_hours[0].covers(12 * 3_600_000)
+    (rule,) = policy.focus_rules
+    assert rule.tag == "service" and rule.conditions[0].holds({"support": {"open_ticket": True}})
+    policy.validate()
+    path.write_text(
+        '[[decision_points]]\nname = "x"\n[decision_points.contact_policy]\nfrequency_caps = [{ scope = "action" }]\n'
+    )
+    with pytest.raises(config_file.ConfigError, match="missing key"):
+        config_file.load(path)

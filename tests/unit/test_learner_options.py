@@ -19,17 +19,19 @@ def table_with(context: list[str], action: list[str]) -> NamespaceTable:
 
 def test_default_crosses_every_context_namespace_with_every_action_namespace() -> None:
     table = table_with(["user", "session"], ["offer"])
-    assert set(LearnerOptions().expand_interactions(table)) == {"aA", "a!", "bA", "b!", "@A", "@!"}
+    expected = {c + a for c in "ab@~" for a in "A!^"}
+    assert set(LearnerOptions().expand_interactions(table)) == expected
 
 
 def test_before_any_namespace_only_kairos_own_are_crossed() -> None:
-    assert LearnerOptions().expand_interactions(NamespaceTable()) == ["@!"]
+    # channel and behaviour (context) with action id and exposure (action)
+    assert set(LearnerOptions().expand_interactions(NamespaceTable())) == {"@!", "@^", "~!", "~^"}
 
 
 def test_named_and_mixed_interactions() -> None:
     table = table_with(["user"], ["offer", "creative"])
     options = LearnerOptions(interactions=("user*offer", "user*_actions", ALL_PAIRS))
-    assert options.expand_interactions(table) == ["aA", "aB", "a!", "::"]  # each once, in order
+    assert options.expand_interactions(table) == ["aA", "aB", "a!", "a^", "::"]  # each once, in order
 
 
 def test_too_many_combinations_are_refused() -> None:

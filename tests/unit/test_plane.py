@@ -117,7 +117,7 @@ def test_action_lines_are_stored_once_per_day(plane: DecisionPlane) -> None:
 
 def test_a_new_namespace_joins_the_interactions_and_a_restart_keeps_them(plane: DecisionPlane, tmp_path: Path) -> None:
     state = plane.states["dp"]
-    assert state.policy.args.count("--interactions") == 1  # only channel x action id before any namespace
+    assert state.policy.args.count("--interactions") == 4  # only Kairos's own namespaces before any other
     plane.rank(RankInput("dp", offers(3), (FeatureGroup("user", {"segment": "gold"}),)))
     args = plane.states["dp"].policy.args
     assert {"aA", "a!", "@A", "@!"} <= set(args)  # user and offer crossed, with Kairos's own namespaces

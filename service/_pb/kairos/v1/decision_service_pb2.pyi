@@ -217,3 +217,59 @@ class ActivateResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ActivateResponse: _TypeAlias = ActivateResponse  # noqa: Y015
+
+@_typing.final
+class RankStreamRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def request(self) -> Global___RankRequest: ...
+    def __init__(
+        self,
+        *,
+        request: Global___RankRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RankStreamRequest: _TypeAlias = RankStreamRequest  # noqa: Y015
+
+@_typing.final
+class RankStreamResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    ERROR_REASON_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    error_code: _builtins.int
+    """Otherwise the status the request would have failed with: gRPC code, ErrorInfo reason, message."""
+    error_reason: _builtins.str
+    error_message: _builtins.str
+    subject_id: _builtins.str
+    """The request's subject_id, to match responses to requests."""
+    @_builtins.property
+    def response(self) -> Global___RankResponse:
+        """Set when the request was ranked."""
+
+    def __init__(
+        self,
+        *,
+        response: Global___RankResponse | None = ...,
+        error_code: _builtins.int = ...,
+        error_reason: _builtins.str = ...,
+        error_message: _builtins.str = ...,
+        subject_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_code", b"error_code", "error_message", b"error_message", "error_reason", b"error_reason", "response", b"response", "subject_id", b"subject_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RankStreamResponse: _TypeAlias = RankStreamResponse  # noqa: Y015

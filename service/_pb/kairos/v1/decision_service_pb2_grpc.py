@@ -50,6 +50,11 @@ class DecisionServiceStub:
                 request_serializer=kairos_dot_v1_dot_decision__service__pb2.ActivateRequest.SerializeToString,
                 response_deserializer=kairos_dot_v1_dot_decision__service__pb2.ActivateResponse.FromString,
                 _registered_method=True)
+        self.RankStream = channel.stream_stream(
+                '/kairos.v1.DecisionService/RankStream',
+                request_serializer=kairos_dot_v1_dot_decision__service__pb2.RankStreamRequest.SerializeToString,
+                response_deserializer=kairos_dot_v1_dot_decision__service__pb2.RankStreamResponse.FromString,
+                _registered_method=True)
 
 
 class DecisionServiceServicer:
@@ -77,6 +82,14 @@ class DecisionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RankStream(self, request_iterator, context):
+        """Rank many requests over one stream (outbound campaigns): one response per request, in order.
+        A request that fails gets its error in its response, and the stream goes on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DecisionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +107,11 @@ def add_DecisionServiceServicer_to_server(servicer, server):
                     servicer.Activate,
                     request_deserializer=kairos_dot_v1_dot_decision__service__pb2.ActivateRequest.FromString,
                     response_serializer=kairos_dot_v1_dot_decision__service__pb2.ActivateResponse.SerializeToString,
+            ),
+            'RankStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.RankStream,
+                    request_deserializer=kairos_dot_v1_dot_decision__service__pb2.RankStreamRequest.FromString,
+                    response_serializer=kairos_dot_v1_dot_decision__service__pb2.RankStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +196,33 @@ class DecisionService:
             '/kairos.v1.DecisionService/Activate',
             kairos_dot_v1_dot_decision__service__pb2.ActivateRequest.SerializeToString,
             kairos_dot_v1_dot_decision__service__pb2.ActivateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RankStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/kairos.v1.DecisionService/RankStream',
+            kairos_dot_v1_dot_decision__service__pb2.RankStreamRequest.SerializeToString,
+            kairos_dot_v1_dot_decision__service__pb2.RankStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,10 @@ class DecisionServiceStub:
     """Report the outcome of a ranked event; the model learns from it."""
     Activate: _grpc.UnaryUnaryMultiCallable[_decision_service_pb2.ActivateRequest, _decision_service_pb2.ActivateResponse]
     """Confirm that an event ranked with defer_activation was shown."""
+    RankStream: _grpc.StreamStreamMultiCallable[_decision_service_pb2.RankStreamRequest, _decision_service_pb2.RankStreamResponse]
+    """Rank many requests over one stream (outbound campaigns): one response per request, in order.
+    A request that fails gets its error in its response, and the stream goes on.
+    """
 
 @_typing.type_check_only
 class DecisionServiceAsyncStub(DecisionServiceStub):
@@ -51,6 +55,10 @@ class DecisionServiceAsyncStub(DecisionServiceStub):
     """Report the outcome of a ranked event; the model learns from it."""
     Activate: _aio.UnaryUnaryMultiCallable[_decision_service_pb2.ActivateRequest, _decision_service_pb2.ActivateResponse]  # type: ignore[assignment]
     """Confirm that an event ranked with defer_activation was shown."""
+    RankStream: _aio.StreamStreamMultiCallable[_decision_service_pb2.RankStreamRequest, _decision_service_pb2.RankStreamResponse]  # type: ignore[assignment]
+    """Rank many requests over one stream (outbound campaigns): one response per request, in order.
+    A request that fails gets its error in its response, and the stream goes on.
+    """
 
 class DecisionServiceServicer(metaclass=_abc_1.ABCMeta):
     """The serving API: rank candidates for a subject, then report what happened."""
@@ -78,5 +86,15 @@ class DecisionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_decision_service_pb2.ActivateResponse, _abc.Awaitable[_decision_service_pb2.ActivateResponse]]:
         """Confirm that an event ranked with defer_activation was shown."""
+
+    @_abc_1.abstractmethod
+    def RankStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_decision_service_pb2.RankStreamRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_decision_service_pb2.RankStreamResponse], _abc.AsyncIterator[_decision_service_pb2.RankStreamResponse]]:
+        """Rank many requests over one stream (outbound campaigns): one response per request, in order.
+        A request that fails gets its error in its response, and the stream goes on.
+        """
 
 def add_DecisionServiceServicer_to_server(servicer: DecisionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15kairos/v1/types.proto\x12\tkairos.v1\x1a\x1egoogle/protobuf/duration.proto\"\\\n\x0c\x46\x65\x61tureValue\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x16\n\x0cnumber_value\x18\x02 \x01(\x01H\x00\x12\x14\n\nbool_value\x18\x03 \x01(\x08H\x00\x42\x06\n\x04kind\"\xa4\x01\n\x0c\x46\x65\x61tureGroup\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x37\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32%.kairos.v1.FeatureGroup.FeaturesEntry\x1aH\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.kairos.v1.FeatureValue:\x02\x38\x01\"?\n\x06\x41\x63tion\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x17.kairos.v1.FeatureGroup\"\xd0\x02\n\rDecisionPoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x0b\x65xploration\x18\x02 \x01(\x0b\x32\x16.kairos.v1.Exploration\x12.\n\x0breward_wait\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0e\x64\x65\x66\x61ult_reward\x18\x04 \x01(\x01\x12\x38\n\x12reward_aggregation\x18\x05 \x01(\x0e\x32\x1c.kairos.v1.RewardAggregation\x12,\n\x0creward_range\x18\x06 \x01(\x0b\x32\x16.kairos.v1.RewardRange\x12,\n\x08learning\x18\x07 \x01(\x0b\x32\x1a.kairos.v1.LearningOptions\x12\x0c\n\x04seed\x18\x08 \x01(\x04\x12\x18\n\x10model_generation\x18\t \x01(\x03\"\'\n\x0bRewardRange\x12\x0b\n\x03min\x18\x01 \x01(\x01\x12\x0b\n\x03max\x18\x02 \x01(\x01\"z\n\x0fLearningOptions\x12\x14\n\x0cinteractions\x18\x01 \x03(\t\x12\x15\n\rlearning_rate\x18\x02 \x01(\x01\x12\x14\n\x07power_t\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04\x62its\x18\x04 \x01(\r\x12\n\n\x02l2\x18\x05 \x01(\x01\x42\n\n\x08_power_t\"\x82\x02\n\x0b\x45xploration\x12\x32\n\x0e\x65psilon_greedy\x18\x01 \x01(\x0b\x32\x18.kairos.v1.EpsilonGreedyH\x00\x12(\n\tsquare_cb\x18\x02 \x01(\x0b\x32\x13.kairos.v1.SquareCbH\x00\x12\"\n\x06reg_cb\x18\x03 \x01(\x0b\x32\x10.kairos.v1.RegCbH\x00\x12\x1d\n\x03\x62\x61g\x18\x04 \x01(\x0b\x32\x0e.kairos.v1.BagH\x00\x12%\n\x07softmax\x18\x05 \x01(\x0b\x32\x12.kairos.v1.SoftmaxH\x00\x12!\n\x05\x63over\x18\x06 \x01(\x0b\x32\x10.kairos.v1.CoverH\x00\x42\x08\n\x06policy\" \n\rEpsilonGreedy\x12\x0f\n\x07\x65psilon\x18\x01 \x01(\x01\"\x1f\n\x08SquareCb\x12\x13\n\x0bgamma_scale\x18\x01 \x01(\x01\"\x1b\n\x05RegCb\x12\x12\n\nmellowness\x18\x01 \x01(\x01\"$\n\x03\x42\x61g\x12\x0c\n\x04size\x18\x01 \x01(\r\x12\x0f\n\x07\x65psilon\x18\x02 \x01(\x01\"\"\n\x05\x43over\x12\x0c\n\x04size\x18\x01 \x01(\r\x12\x0b\n\x03psi\x18\x02 \x01(\x01\"\x19\n\x07Softmax\x12\x0e\n\x06lambda\x18\x01 \x01(\x01*q\n\x11RewardAggregation\x12\"\n\x1eREWARD_AGGREGATION_UNSPECIFIED\x10\x00\x12\x1c\n\x18REWARD_AGGREGATION_FIRST\x10\x01\x12\x1a\n\x16REWARD_AGGREGATION_SUM\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15kairos/v1/types.proto\x12\tkairos.v1\x1a\x1egoogle/protobuf/duration.proto\"\\\n\x0c\x46\x65\x61tureValue\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x16\n\x0cnumber_value\x18\x02 \x01(\x01H\x00\x12\x14\n\nbool_value\x18\x03 \x01(\x08H\x00\x42\x06\n\x04kind\"\xa4\x01\n\x0c\x46\x65\x61tureGroup\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x37\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32%.kairos.v1.FeatureGroup.FeaturesEntry\x1aH\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.kairos.v1.FeatureValue:\x02\x38\x01\"?\n\x06\x41\x63tion\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x17.kairos.v1.FeatureGroup\"\xad\x04\n\rDecisionPoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x0b\x65xploration\x18\x02 \x01(\x0b\x32\x16.kairos.v1.Exploration\x12.\n\x0breward_wait\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0e\x64\x65\x66\x61ult_reward\x18\x04 \x01(\x01\x12\x38\n\x12reward_aggregation\x18\x05 \x01(\x0e\x32\x1c.kairos.v1.RewardAggregation\x12,\n\x0creward_range\x18\x06 \x01(\x0b\x32\x16.kairos.v1.RewardRange\x12,\n\x08learning\x18\x07 \x01(\x0b\x32\x1a.kairos.v1.LearningOptions\x12\x0c\n\x04seed\x18\x08 \x01(\x04\x12\x18\n\x10model_generation\x18\t \x01(\x03\x12\x30\n\x0e\x63ontact_policy\x18\n \x01(\x0b\x32\x18.kairos.v1.ContactPolicy\x12\x41\n\rnamespace_ttl\x18\x0b \x03(\x0b\x32*.kairos.v1.DecisionPoint.NamespaceTtlEntry\x12\x16\n\x0eoptimize_value\x18\x0c \x01(\x08\x1aN\n\x11NamespaceTtlEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration:\x02\x38\x01\"\x85\x02\n\rContactPolicy\x12/\n\x0e\x66requency_caps\x18\x01 \x03(\x0b\x32\x17.kairos.v1.FrequencyCap\x12\x1e\n\x16suppress_after_ignored\x18\x02 \x01(\r\x12\x31\n\x0eignored_window\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x19\n\x11\x63onsent_namespace\x18\x04 \x01(\t\x12*\n\x0bquiet_hours\x18\x05 \x03(\x0b\x32\x15.kairos.v1.QuietHours\x12)\n\x0b\x66ocus_rules\x18\x06 \x03(\x0b\x32\x14.kairos.v1.FocusRule\"\x85\x01\n\x0c\x46requencyCap\x12\"\n\x05scope\x18\x01 \x01(\x0e\x32\x13.kairos.v1.CapScope\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x15\n\rmax_exposures\x18\x03 \x01(\r\x12)\n\x06window\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"C\n\nQuietHours\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x12\n\nstart_hour\x18\x02 \x01(\r\x12\x10\n\x08\x65nd_hour\x18\x03 \x01(\r\"B\n\tFocusRule\x12(\n\nconditions\x18\x01 \x03(\x0b\x32\x14.kairos.v1.Condition\x12\x0b\n\x03tag\x18\x02 \x01(\t\"\xb0\x01\n\tCondition\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x02 \x01(\t\x12.\n\x08operator\x18\x03 \x01(\x0e\x32\x1c.kairos.v1.ConditionOperator\x12&\n\x05value\x18\x04 \x01(\x0b\x32\x17.kairos.v1.FeatureValue\x12\'\n\x06values\x18\x05 \x03(\x0b\x32\x17.kairos.v1.FeatureValue\"\'\n\x0bRewardRange\x12\x0b\n\x03min\x18\x01 \x01(\x01\x12\x0b\n\x03max\x18\x02 \x01(\x01\"z\n\x0fLearningOptions\x12\x14\n\x0cinteractions\x18\x01 \x03(\t\x12\x15\n\rlearning_rate\x18\x02 \x01(\x01\x12\x14\n\x07power_t\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04\x62its\x18\x04 \x01(\r\x12\n\n\x02l2\x18\x05 \x01(\x01\x42\n\n\x08_power_t\"\x82\x02\n\x0b\x45xploration\x12\x32\n\x0e\x65psilon_greedy\x18\x01 \x01(\x0b\x32\x18.kairos.v1.EpsilonGreedyH\x00\x12(\n\tsquare_cb\x18\x02 \x01(\x0b\x32\x13.kairos.v1.SquareCbH\x00\x12\"\n\x06reg_cb\x18\x03 \x01(\x0b\x32\x10.kairos.v1.RegCbH\x00\x12\x1d\n\x03\x62\x61g\x18\x04 \x01(\x0b\x32\x0e.kairos.v1.BagH\x00\x12%\n\x07softmax\x18\x05 \x01(\x0b\x32\x12.kairos.v1.SoftmaxH\x00\x12!\n\x05\x63over\x18\x06 \x01(\x0b\x32\x10.kairos.v1.CoverH\x00\x42\x08\n\x06policy\" \n\rEpsilonGreedy\x12\x0f\n\x07\x65psilon\x18\x01 \x01(\x01\"\x1f\n\x08SquareCb\x12\x13\n\x0bgamma_scale\x18\x01 \x01(\x01\"\x1b\n\x05RegCb\x12\x12\n\nmellowness\x18\x01 \x01(\x01\"$\n\x03\x42\x61g\x12\x0c\n\x04size\x18\x01 \x01(\r\x12\x0f\n\x07\x65psilon\x18\x02 \x01(\x01\"\"\n\x05\x43over\x12\x0c\n\x04size\x18\x01 \x01(\r\x12\x0b\n\x03psi\x18\x02 \x01(\x01\"\x19\n\x07Softmax\x12\x0e\n\x06lambda\x18\x01 \x01(\x01*q\n\x11RewardAggregation\x12\"\n\x1eREWARD_AGGREGATION_UNSPECIFIED\x10\x00\x12\x1c\n\x18REWARD_AGGREGATION_FIRST\x10\x01\x12\x1a\n\x16REWARD_AGGREGATION_SUM\x10\x02*R\n\x08\x43\x61pScope\x12\x19\n\x15\x43\x41P_SCOPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43\x41P_SCOPE_ACTION\x10\x01\x12\x15\n\x11\x43\x41P_SCOPE_CHANNEL\x10\x02*\xfc\x02\n\x11\x43onditionOperator\x12\"\n\x1e\x43ONDITION_OPERATOR_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43ONDITION_OPERATOR_EQUAL\x10\x01\x12 \n\x1c\x43ONDITION_OPERATOR_NOT_EQUAL\x10\x02\x12\x19\n\x15\x43ONDITION_OPERATOR_IN\x10\x03\x12\x1d\n\x19\x43ONDITION_OPERATOR_NOT_IN\x10\x04\x12\x1b\n\x17\x43ONDITION_OPERATOR_LESS\x10\x05\x12$\n CONDITION_OPERATOR_LESS_OR_EQUAL\x10\x06\x12\x1e\n\x1a\x43ONDITION_OPERATOR_GREATER\x10\x07\x12\'\n#CONDITION_OPERATOR_GREATER_OR_EQUAL\x10\x08\x12\x1e\n\x1a\x43ONDITION_OPERATOR_PRESENT\x10\t\x12\x1d\n\x19\x43ONDITION_OPERATOR_ABSENT\x10\nb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FEATUREGROUP_FEATURESENTRY']._loaded_options = None
   _globals['_FEATUREGROUP_FEATURESENTRY']._serialized_options = b'8\001'
-  _globals['_REWARDAGGREGATION']._serialized_start=1356
-  _globals['_REWARDAGGREGATION']._serialized_end=1469
+  _globals['_DECISIONPOINT_NAMESPACETTLENTRY']._loaded_options = None
+  _globals['_DECISIONPOINT_NAMESPACETTLENTRY']._serialized_options = b'8\001'
+  _globals['_REWARDAGGREGATION']._serialized_start=2293
+  _globals['_REWARDAGGREGATION']._serialized_end=2406
+  _globals['_CAPSCOPE']._serialized_start=2408
+  _globals['_CAPSCOPE']._serialized_end=2490
+  _globals['_CONDITIONOPERATOR']._serialized_start=2493
+  _globals['_CONDITIONOPERATOR']._serialized_end=2873
   _globals['_FEATUREVALUE']._serialized_start=68
   _globals['_FEATUREVALUE']._serialized_end=160
   _globals['_FEATUREGROUP']._serialized_start=163
@@ -45,23 +51,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACTION']._serialized_start=329
   _globals['_ACTION']._serialized_end=392
   _globals['_DECISIONPOINT']._serialized_start=395
-  _globals['_DECISIONPOINT']._serialized_end=731
-  _globals['_REWARDRANGE']._serialized_start=733
-  _globals['_REWARDRANGE']._serialized_end=772
-  _globals['_LEARNINGOPTIONS']._serialized_start=774
-  _globals['_LEARNINGOPTIONS']._serialized_end=896
-  _globals['_EXPLORATION']._serialized_start=899
-  _globals['_EXPLORATION']._serialized_end=1157
-  _globals['_EPSILONGREEDY']._serialized_start=1159
-  _globals['_EPSILONGREEDY']._serialized_end=1191
-  _globals['_SQUARECB']._serialized_start=1193
-  _globals['_SQUARECB']._serialized_end=1224
-  _globals['_REGCB']._serialized_start=1226
-  _globals['_REGCB']._serialized_end=1253
-  _globals['_BAG']._serialized_start=1255
-  _globals['_BAG']._serialized_end=1291
-  _globals['_COVER']._serialized_start=1293
-  _globals['_COVER']._serialized_end=1327
-  _globals['_SOFTMAX']._serialized_start=1329
-  _globals['_SOFTMAX']._serialized_end=1354
+  _globals['_DECISIONPOINT']._serialized_end=952
+  _globals['_DECISIONPOINT_NAMESPACETTLENTRY']._serialized_start=874
+  _globals['_DECISIONPOINT_NAMESPACETTLENTRY']._serialized_end=952
+  _globals['_CONTACTPOLICY']._serialized_start=955
+  _globals['_CONTACTPOLICY']._serialized_end=1216
+  _globals['_FREQUENCYCAP']._serialized_start=1219
+  _globals['_FREQUENCYCAP']._serialized_end=1352
+  _globals['_QUIETHOURS']._serialized_start=1354
+  _globals['_QUIETHOURS']._serialized_end=1421
+  _globals['_FOCUSRULE']._serialized_start=1423
+  _globals['_FOCUSRULE']._serialized_end=1489
+  _globals['_CONDITION']._serialized_start=1492
+  _globals['_CONDITION']._serialized_end=1668
+  _globals['_REWARDRANGE']._serialized_start=1670
+  _globals['_REWARDRANGE']._serialized_end=1709
+  _globals['_LEARNINGOPTIONS']._serialized_start=1711
+  _globals['_LEARNINGOPTIONS']._serialized_end=1833
+  _globals['_EXPLORATION']._serialized_start=1836
+  _globals['_EXPLORATION']._serialized_end=2094
+  _globals['_EPSILONGREEDY']._serialized_start=2096
+  _globals['_EPSILONGREEDY']._serialized_end=2128
+  _globals['_SQUARECB']._serialized_start=2130
+  _globals['_SQUARECB']._serialized_end=2161
+  _globals['_REGCB']._serialized_start=2163
+  _globals['_REGCB']._serialized_end=2190
+  _globals['_BAG']._serialized_start=2192
+  _globals['_BAG']._serialized_end=2228
+  _globals['_COVER']._serialized_start=2230
+  _globals['_COVER']._serialized_end=2264
+  _globals['_SOFTMAX']._serialized_start=2266
+  _globals['_SOFTMAX']._serialized_end=2291
 # @@protoc_insertion_point(module_scope)

@@ -42,6 +42,62 @@ REWARD_AGGREGATION_SUM: RewardAggregation.ValueType  # 2
 """Add up rewards (each reward_id once) and learn when the reward window closes."""
 Global___RewardAggregation: _TypeAlias = RewardAggregation  # noqa: Y015
 
+class _CapScope:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CapScopeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CapScope.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CAP_SCOPE_UNSPECIFIED: _CapScope.ValueType  # 0
+    CAP_SCOPE_ACTION: _CapScope.ValueType  # 1
+    """Exposures of the same action to the subject, on every channel."""
+    CAP_SCOPE_CHANNEL: _CapScope.ValueType  # 2
+    """Exposures of any action to the subject on one channel (every decision point)."""
+
+class CapScope(_CapScope, metaclass=_CapScopeEnumTypeWrapper): ...
+
+CAP_SCOPE_UNSPECIFIED: CapScope.ValueType  # 0
+CAP_SCOPE_ACTION: CapScope.ValueType  # 1
+"""Exposures of the same action to the subject, on every channel."""
+CAP_SCOPE_CHANNEL: CapScope.ValueType  # 2
+"""Exposures of any action to the subject on one channel (every decision point)."""
+Global___CapScope: _TypeAlias = CapScope  # noqa: Y015
+
+class _ConditionOperator:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConditionOperatorEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConditionOperator.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONDITION_OPERATOR_UNSPECIFIED: _ConditionOperator.ValueType  # 0
+    CONDITION_OPERATOR_EQUAL: _ConditionOperator.ValueType  # 1
+    CONDITION_OPERATOR_NOT_EQUAL: _ConditionOperator.ValueType  # 2
+    CONDITION_OPERATOR_IN: _ConditionOperator.ValueType  # 3
+    """The feature equals one of values."""
+    CONDITION_OPERATOR_NOT_IN: _ConditionOperator.ValueType  # 4
+    CONDITION_OPERATOR_LESS: _ConditionOperator.ValueType  # 5
+    CONDITION_OPERATOR_LESS_OR_EQUAL: _ConditionOperator.ValueType  # 6
+    CONDITION_OPERATOR_GREATER: _ConditionOperator.ValueType  # 7
+    CONDITION_OPERATOR_GREATER_OR_EQUAL: _ConditionOperator.ValueType  # 8
+    CONDITION_OPERATOR_PRESENT: _ConditionOperator.ValueType  # 9
+    CONDITION_OPERATOR_ABSENT: _ConditionOperator.ValueType  # 10
+
+class ConditionOperator(_ConditionOperator, metaclass=_ConditionOperatorEnumTypeWrapper): ...
+
+CONDITION_OPERATOR_UNSPECIFIED: ConditionOperator.ValueType  # 0
+CONDITION_OPERATOR_EQUAL: ConditionOperator.ValueType  # 1
+CONDITION_OPERATOR_NOT_EQUAL: ConditionOperator.ValueType  # 2
+CONDITION_OPERATOR_IN: ConditionOperator.ValueType  # 3
+"""The feature equals one of values."""
+CONDITION_OPERATOR_NOT_IN: ConditionOperator.ValueType  # 4
+CONDITION_OPERATOR_LESS: ConditionOperator.ValueType  # 5
+CONDITION_OPERATOR_LESS_OR_EQUAL: ConditionOperator.ValueType  # 6
+CONDITION_OPERATOR_GREATER: ConditionOperator.ValueType  # 7
+CONDITION_OPERATOR_GREATER_OR_EQUAL: ConditionOperator.ValueType  # 8
+CONDITION_OPERATOR_PRESENT: ConditionOperator.ValueType  # 9
+CONDITION_OPERATOR_ABSENT: ConditionOperator.ValueType  # 10
+Global___ConditionOperator: _TypeAlias = ConditionOperator  # noqa: Y015
+
 @_typing.final
 class FeatureValue(_message.Message):
     """One feature value. Strings are categorical (one-hot), numbers are numeric,
@@ -154,6 +210,27 @@ class DecisionPoint(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class NamespaceTtlEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _duration_pb2.Duration: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _duration_pb2.Duration | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     EXPLORATION_FIELD_NUMBER: _builtins.int
     REWARD_WAIT_FIELD_NUMBER: _builtins.int
@@ -163,6 +240,9 @@ class DecisionPoint(_message.Message):
     LEARNING_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     MODEL_GENERATION_FIELD_NUMBER: _builtins.int
+    CONTACT_POLICY_FIELD_NUMBER: _builtins.int
+    NAMESPACE_TTL_FIELD_NUMBER: _builtins.int
+    OPTIMIZE_VALUE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Matches [a-z0-9][a-z0-9_-]{0,63}."""
     default_reward: _builtins.float
@@ -173,6 +253,10 @@ class DecisionPoint(_message.Message):
     """Seed of the decision point's sampling; 0 means derived from the name."""
     model_generation: _builtins.int
     """Output only: model generation, increased by ResetModel and ImportModel."""
+    optimize_value: _builtins.bool
+    """Learn the expected value instead of the raw reward: reward x the shown action's
+    business_value from the catalog (an action without one counts as 1).
+    """
     @_builtins.property
     def exploration(self) -> Global___Exploration:
         """Exploration policy; unset means the service default (SquareCB)."""
@@ -189,6 +273,14 @@ class DecisionPoint(_message.Message):
     def learning(self) -> Global___LearningOptions:
         """Learner options from an allow-list; unset fields take the defaults."""
 
+    @_builtins.property
+    def contact_policy(self) -> Global___ContactPolicy:
+        """Contact rules checked before the model ranks (frequency caps, suppression, consent, ...)."""
+
+    @_builtins.property
+    def namespace_ttl(self) -> _containers.MessageMap[_builtins.str, _duration_pb2.Duration]:
+        """Stored profile features older than this (per namespace) are not used by this decision point."""
+
     def __init__(
         self,
         *,
@@ -201,14 +293,197 @@ class DecisionPoint(_message.Message):
         learning: Global___LearningOptions | None = ...,
         seed: _builtins.int = ...,
         model_generation: _builtins.int = ...,
+        contact_policy: Global___ContactPolicy | None = ...,
+        namespace_ttl: _abc.Mapping[_builtins.str, _duration_pb2.Duration] | None = ...,
+        optimize_value: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["exploration", b"exploration", "learning", b"learning", "reward_range", b"reward_range", "reward_wait", b"reward_wait"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact_policy", b"contact_policy", "exploration", b"exploration", "learning", b"learning", "reward_range", b"reward_range", "reward_wait", b"reward_wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_reward", b"default_reward", "exploration", b"exploration", "learning", b"learning", "model_generation", b"model_generation", "name", b"name", "reward_aggregation", b"reward_aggregation", "reward_range", b"reward_range", "reward_wait", b"reward_wait", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_policy", b"contact_policy", "default_reward", b"default_reward", "exploration", b"exploration", "learning", b"learning", "model_generation", b"model_generation", "name", b"name", "namespace_ttl", b"namespace_ttl", "optimize_value", b"optimize_value", "reward_aggregation", b"reward_aggregation", "reward_range", b"reward_range", "reward_wait", b"reward_wait", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DecisionPoint: _TypeAlias = DecisionPoint  # noqa: Y015
+
+@_typing.final
+class ContactPolicy(_message.Message):
+    """Rules that decide which actions a subject may be shown at all, checked before the model ranks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FREQUENCY_CAPS_FIELD_NUMBER: _builtins.int
+    SUPPRESS_AFTER_IGNORED_FIELD_NUMBER: _builtins.int
+    IGNORED_WINDOW_FIELD_NUMBER: _builtins.int
+    CONSENT_NAMESPACE_FIELD_NUMBER: _builtins.int
+    QUIET_HOURS_FIELD_NUMBER: _builtins.int
+    FOCUS_RULES_FIELD_NUMBER: _builtins.int
+    suppress_after_ignored: _builtins.int
+    """Leave out an action after this many ignored exposures to the same subject inside
+    ignored_window; 0 never suppresses. An exposure is ignored when its reward window
+    closes without a positive reward.
+    """
+    consent_namespace: _builtins.str
+    """Profile namespace of consent flags: a Rank with a channel needs the stored feature
+    <consent_namespace>.<channel> = true. Empty: consent is not checked.
+    """
+    @_builtins.property
+    def frequency_caps(self) -> _containers.RepeatedCompositeFieldContainer[Global___FrequencyCap]: ...
+    @_builtins.property
+    def ignored_window(self) -> _duration_pb2.Duration:
+        """Window over which ignored exposures count; unset means 30 days."""
+
+    @_builtins.property
+    def quiet_hours(self) -> _containers.RepeatedCompositeFieldContainer[Global___QuietHours]:
+        """Channels that must stay silent in some hours of the day (UTC)."""
+
+    @_builtins.property
+    def focus_rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___FocusRule]:
+        """When a rule's conditions all hold, only actions with its tag are eligible (if any is)."""
+
+    def __init__(
+        self,
+        *,
+        frequency_caps: _abc.Iterable[Global___FrequencyCap] | None = ...,
+        suppress_after_ignored: _builtins.int = ...,
+        ignored_window: _duration_pb2.Duration | None = ...,
+        consent_namespace: _builtins.str = ...,
+        quiet_hours: _abc.Iterable[Global___QuietHours] | None = ...,
+        focus_rules: _abc.Iterable[Global___FocusRule] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ignored_window", b"ignored_window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_namespace", b"consent_namespace", "focus_rules", b"focus_rules", "frequency_caps", b"frequency_caps", "ignored_window", b"ignored_window", "quiet_hours", b"quiet_hours", "suppress_after_ignored", b"suppress_after_ignored"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContactPolicy: _TypeAlias = ContactPolicy  # noqa: Y015
+
+@_typing.final
+class FrequencyCap(_message.Message):
+    """At most max_exposures in any rolling window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    MAX_EXPOSURES_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    scope: Global___CapScope.ValueType
+    channel: _builtins.str
+    """CHANNEL scope: the channel counted (for example "email"). ACTION scope: empty counts
+    every channel, otherwise only this one.
+    """
+    max_exposures: _builtins.int
+    @_builtins.property
+    def window(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        scope: Global___CapScope.ValueType = ...,
+        channel: _builtins.str = ...,
+        max_exposures: _builtins.int = ...,
+        window: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "max_exposures", b"max_exposures", "scope", b"scope", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FrequencyCap: _TypeAlias = FrequencyCap  # noqa: Y015
+
+@_typing.final
+class QuietHours(_message.Message):
+    """No action is shown on channel from start_hour (inclusive) to end_hour (exclusive), UTC;
+    start_hour > end_hour wraps past midnight.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    START_HOUR_FIELD_NUMBER: _builtins.int
+    END_HOUR_FIELD_NUMBER: _builtins.int
+    channel: _builtins.str
+    start_hour: _builtins.int
+    end_hour: _builtins.int
+    def __init__(
+        self,
+        *,
+        channel: _builtins.str = ...,
+        start_hour: _builtins.int = ...,
+        end_hour: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "end_hour", b"end_hour", "start_hour", b"start_hour"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuietHours: _TypeAlias = QuietHours  # noqa: Y015
+
+@_typing.final
+class FocusRule(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONDITIONS_FIELD_NUMBER: _builtins.int
+    TAG_FIELD_NUMBER: _builtins.int
+    tag: _builtins.str
+    @_builtins.property
+    def conditions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Condition]: ...
+    def __init__(
+        self,
+        *,
+        conditions: _abc.Iterable[Global___Condition] | None = ...,
+        tag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conditions", b"conditions", "tag", b"tag"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FocusRule: _TypeAlias = FocusRule  # noqa: Y015
+
+@_typing.final
+class Condition(_message.Message):
+    """A test of one feature of the subject (stored profile joined with the request context).
+    A missing feature satisfies only ABSENT; numeric comparisons need numbers.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    FEATURE_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    feature: _builtins.str
+    operator: Global___ConditionOperator.ValueType
+    @_builtins.property
+    def value(self) -> Global___FeatureValue:
+        """EQUAL, NOT_EQUAL and the comparisons."""
+
+    @_builtins.property
+    def values(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureValue]:
+        """IN and NOT_IN."""
+
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        feature: _builtins.str = ...,
+        operator: Global___ConditionOperator.ValueType = ...,
+        value: Global___FeatureValue | None = ...,
+        values: _abc.Iterable[Global___FeatureValue] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feature", b"feature", "namespace", b"namespace", "operator", b"operator", "value", b"value", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Condition: _TypeAlias = Condition  # noqa: Y015
 
 @_typing.final
 class RewardRange(_message.Message):
