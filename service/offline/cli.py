@@ -7,6 +7,7 @@ Kept apart from the serving commands; heavy imports happen inside the handlers s
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -44,11 +45,61 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     export.add_argument("--until", metavar="ISO-8601", help="only decisions ranked before this time (UTC if no zone)")
     export.add_argument("-o", "--output", type=Path, help="write here (default: standard output)")
     export.add_argument("--quiet", action="store_true", help="no progress lines on standard error")
+    add_evaluate_parser(sub)
+
+
+EVALUATE_EPILOG = """\
+SPEC grammar:  EXPLORER[:KEY=VALUE,...]
+  explorers: squarecb (gamma_scale), epsilon (epsilon), regcb (mellowness), bag (bag_size, epsilon),
+             cover (cover_size, psi), softmax (lambda)
+  any explorer: interactions (* | none | user*offer+situation*offer), learning_rate (lr), power_t, l2, bits
+  unset keys take the service's defaults.
+
+Each policy replays the logs in order with a fresh learner, predicting each event before learning from
+it (progressive validation). Estimates: IPS and doubly robust (DR) with empirical Bernstein intervals,
+self-normalised IPS (SNIPS) with bootstrap intervals. The logged policy and uniform random are always
+included. Lines that cannot be used (missing fields, probability 0 or above 1, NaN rewards, truncated
+JSON) are left out and listed with their line numbers.
+
+examples:
+  kairos evaluate offers.dsjson
+  kairos evaluate offers.dsjson --policy squarecb:gamma_scale=50 --policy epsilon:epsilon=0.1,lr=0.1 \\
+      --out offers-eval.json          (also writes offers-eval.png)
+"""
+
+
+def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="estimate how other learner configurations would have done on logged decisions",
+        description="Counterfactual evaluation of learner configurations on DSJSON logs (from `kairos export` "
+        "or another system): a table on the terminal, and JSON and a PNG chart on request.",
+        epilog=EVALUATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate.add_argument("logs", type=Path, metavar="LOGS", help="DSJSON file, one event per line")
+    evaluate.add_argument(
+        "--policy",
+        action="append",
+        metavar="SPEC",
+        help="a configuration to evaluate (repeatable; default: a few common ones, see below)",
+    )
+    evaluate.add_argument("--out", type=Path, help="write the results as JSON here")
+    evaluate.add_argument("--chart", type=Path, help="write a PNG chart here (default: --out with .png)")
+    evaluate.add_argument("--confidence", type=float, default=0.95, help="level of the intervals (default 0.95)")
+    evaluate.add_argument(
+        "--reward-range",
+        metavar="LOW,HIGH",
+        help="bounds of a reward (default: as exported with the logs, else the rewards seen)",
+    )
+    evaluate.add_argument("--seed", type=int, default=1, help="seed of the learners and the bootstrap")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.command == "export":
         return _export(args)
+    if args.command == "evaluate":
+        return _evaluate(args)
     raise AssertionError(args.command)
 
 
@@ -91,4 +142,63 @@ def _export(args: argparse.Namespace) -> int:
     finally:
         store.close()
     report(done)
+    return 0
+
+
+def _reward_range(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"--reward-range {text!r} must be two numbers, LOW,HIGH (for example 0,1)") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"--reward-range {text!r} must be finite with LOW < HIGH")
+    return low, high
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from service.offline import evaluate as evaluation_module
+    from service.offline.spec import DEFAULT_SPECS, SpecError, parse_spec
+
+    try:
+        bounds = _reward_range(args.reward_range)
+        specs = args.policy or list(DEFAULT_SPECS)
+        candidates = [evaluation_module.Candidate(spec, parse_spec(spec)) for spec in specs]
+        if not 0.0 < args.confidence < 1.0:
+            raise ValueError(f"--confidence {args.confidence} must be within (0, 1), for example 0.95")
+    except (SpecError, ValueError) as err:
+        print(f"kairos evaluate: {err}", file=sys.stderr)
+        return 2
+
+    def report(events: int) -> None:
+        if events % 10_000 == 0:
+            print(f"kairos evaluate: replayed {events} events", file=sys.stderr, flush=True)
+
+    try:
+        result = evaluation_module.evaluate(
+            args.logs, candidates, reward_range=bounds, confidence=args.confidence, seed=args.seed, progress=report
+        )
+    except evaluation_module.EvaluationError as err:
+        print(f"kairos evaluate: {err}", file=sys.stderr)
+        return 2
+    print(evaluation_module.table(result))
+    try:
+        if args.out:
+            args.out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        chart_path = args.chart or (args.out.with_suffix(".png") if args.out else None)
+        if chart_path:
+            try:
+                evaluation_module.chart(result, chart_path)
+            except ImportError:
+                print(
+                    "kairos evaluate: matplotlib is not installed (install the bench extra: kairos[bench]); "
+                    "no chart written",
+                    file=sys.stderr,
+                )
+    except OSError as err:
+        print(f"kairos evaluate: {err}", file=sys.stderr)
+        return 1
     return 0
