@@ -59,6 +59,7 @@ def _number(spec: str, key: str, text: str, integer: bool) -> float | int:
 def parse_spec(spec: str) -> LearnerOptions:
     """``squarecb:gamma_scale=20,interactions=user*offer`` as LearnerOptions; SpecError when invalid."""
     name, _, settings = spec.strip().partition(":")
+    name = name.strip()
     if name not in KINDS:
         raise SpecError(f"{spec!r}: the explorer must be one of {', '.join(KINDS)}")
     explorer: dict[str, Any] = {"kind": KINDS[name]}

@@ -94,6 +94,15 @@ def test_export_while_serving_is_read_by_vw_dsjson(server: RunningServer, tmp_pa
     assert stamps == sorted(stamps)
     vw.finish()
 
+    # The export evaluates as is; the logged policy's value is the mean reward it logged.
+    report = tmp_path / "eval.json"
+    evaluated = _kairos("evaluate", str(out), "--policy", "squarecb:interactions=user*_action", "--out", str(report))
+    assert evaluated.returncode == 0, evaluated.stderr
+    results = {p["policy"]: p for p in json.loads(report.read_text())["policies"]}
+    mean_reward = sum(-event["_label_cost"] for event in ranked.values()) / len(ranked)
+    assert abs(results["logged policy"]["ips"]["value"] - mean_reward) < 1e-9
+    assert json.loads(report.read_text())["reward_range"] == [-1.0, 1.0]
+
 
 def test_open_decisions_wait_for_their_reward_window(server: RunningServer, tmp_path: Path) -> None:
     server.admin.CreateDecisionPoint(
