@@ -28,6 +28,7 @@ from service._pb.kairos.v1 import types_pb2 as types_pb
 from service.audit import AuditRecord
 from service.domain import DEFAULT_REWARD_WAIT_MS, CatalogEntry, DecisionPointConfig, DecisionPointRecord
 from service.errors import invalid
+from service.offline.export import NO_END
 from service.plane import RankInput, RankOutput, Stats
 from service.store.lmdb_store import CheckpointMeta
 
@@ -480,3 +481,12 @@ def exposure_pb(exposure: Exposure, now_ms: int) -> feature_pb.Exposure:
         shown_time=_timestamp(exposure.shown_ms),
         outcome=_OUTCOMES[outcome],
     )
+
+
+def export_window(request: admin_pb.ExportDecisionsRequest) -> tuple[int, int]:
+    """(since, until) in epoch milliseconds; unset bounds mean the start and no end."""
+    since = request.since.ToMilliseconds() if request.HasField("since") else 0
+    until = request.until.ToMilliseconds() if request.HasField("until") else NO_END
+    if since < 0 or until < 0:
+        raise invalid("INVALID_TIME_RANGE", "since and until must not be before 1970")
+    return since, until

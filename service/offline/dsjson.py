@@ -16,7 +16,8 @@ service's model learned from, and ``--interactions ab`` over the export is the s
 ``user*offer``. ``_kairos.namespaces`` gives each index's client name. Feature names keep the
 service's percent-encoding (``tier=gold``), so they hash alike too. ``a`` lists the actions (1-based) in
 ranked order with their probabilities in ``p``; ``_label_*`` describe the shown action (the first of
-``a``): cost = -reward, as the service learns it. VW ignores ``_kairos``.
+``a``): cost = -reward, as the service learns it. VW ignores ``_kairos``; its ``reward_range`` is null
+for a decision point with SUM aggregation (a sum may leave the range of one reward).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def event_json(
     namespaces: dict[str, str],
     reward: float,
     default_reward: bool,
-    reward_range: tuple[float, float],
+    reward_range: tuple[float, float] | None,
 ) -> dict[str, Any]:
     """One closed decision as a DSJSON event."""
     context: dict[str, Any] = dict(line_namespaces(decision.shared))
@@ -101,7 +102,7 @@ def event_json(
             "decision_point": decision_point,
             "actions": decision.action_ids,
             "namespaces": namespaces,
-            "reward_range": list(reward_range),
+            "reward_range": list(reward_range) if reward_range else None,
             "default_reward": default_reward,
             "model_version": decision.model_version,
         },
@@ -168,7 +169,9 @@ def read_event(line: str) -> LoggedEvent:
     namespaces = meta.get("namespaces")
     namespaces = namespaces if isinstance(namespaces, dict) else {}
     bounds = meta.get("reward_range")
-    reward_range = (float(bounds[0]), float(bounds[1])) if isinstance(bounds, list) and len(bounds) == 2 else None
+    reward_range = None
+    if isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, int | float) for b in bounds):
+        reward_range = (float(bounds[0]), float(bounds[1]))
     return LoggedEvent(
         line=line,
         reward=-cost,

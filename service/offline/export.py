@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -62,30 +62,29 @@ def find_record(store: Store, name: str) -> DecisionPointRecord:
     return records[name]
 
 
-def export(
+def export_pages(
     store: Store,
     decision_point: str,
-    out: TextIO,
+    done: ExportProgress,
     *,
     since_ms: int = 0,
     until_ms: int = NO_END,
-    progress: Callable[[ExportProgress], None] | None = None,
-    progress_every_s: float = 2.0,
-) -> ExportProgress:
-    """Write every closed decision of ``decision_point`` ranked in [since_ms, until_ms) to ``out``."""
+) -> Iterator[list[str]]:
+    """DSJSON events (without newlines) of ``decision_point`` ranked in [since_ms, until_ms), a page at a
+    time; ``done`` counts what was exported and skipped so far. Raises ExportError for an unknown name."""
     record = find_record(store, decision_point)
     config = record.config
     namespaces = {index: name for name, index in record.namespaces.indices.items()}
     namespaces.update({index: name for name, index in RESERVED_NAMESPACES.items()})
-    reward_range = (config.reward_min, config.reward_max)
-    done = ExportProgress()
+    # A sum of rewards may leave the range one reward must keep; then the logs state no range.
+    reward_range = (config.reward_min, config.reward_max) if config.aggregation == "first" else None
     after = struct.pack(">Q", since_ms)
-    last_report = time.monotonic()
     while True:
         page = _read_page(store, decision_point, after, until_ms)
         if not page.keys:
-            break
+            return
         after = page.keys[-1]
+        events: list[str] = []
         for decision, lines in page.decisions:
             if decision.state == EXPIRED:
                 done.expired += 1
@@ -105,10 +104,29 @@ def export(
                     default_reward=default,
                     reward_range=reward_range,
                 )
-                out.write(dsjson.dumps(event) + "\n")
+                events.append(dsjson.dumps(event))
                 done.exported += 1
                 done.with_default_reward += int(default)
                 done.last_ranked_ms = decision.ranked_at_ms
+        yield events
+
+
+def export(
+    store: Store,
+    decision_point: str,
+    out: TextIO,
+    *,
+    since_ms: int = 0,
+    until_ms: int = NO_END,
+    progress: Callable[[ExportProgress], None] | None = None,
+    progress_every_s: float = 2.0,
+) -> ExportProgress:
+    """Write every closed decision of ``decision_point`` ranked in [since_ms, until_ms) to ``out``."""
+    done = ExportProgress()
+    last_report = time.monotonic()
+    for events in export_pages(store, decision_point, done, since_ms=since_ms, until_ms=until_ms):
+        for event in events:
+            out.write(event + "\n")
         if progress is not None and time.monotonic() - last_report >= progress_every_s:
             last_report = time.monotonic()
             progress(done)

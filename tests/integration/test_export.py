@@ -6,10 +6,13 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import grpc
+import pytest
 import vowpalwabbit
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from service._pb.kairos.v1 import admin_service_pb2 as apb
 from service._pb.kairos.v1 import decision_service_pb2 as dpb
@@ -189,3 +192,63 @@ def test_export_time_window(server: RunningServer, tmp_path: Path) -> None:
     assert _kairos(*args, "--since", stamp, "-o", str(out_after)).returncode == 0
     assert [json.loads(x)["EventId"] for x in out_before.read_text().splitlines()] == [first.event_id]
     assert [json.loads(x)["EventId"] for x in out_after.read_text().splitlines()] == [second.event_id]
+
+
+def _exported_over_grpc(server: RunningServer, **kwargs: object) -> tuple[list[str], int, int]:
+    events: list[str] = []
+    still_open = expired = 0
+    for response in server.admin.ExportDecisions(apb.ExportDecisionsRequest(decision_point="offers", **kwargs)):  # type: ignore[arg-type]
+        events += response.events
+        still_open, expired = response.still_open, response.expired
+    return events, still_open, expired
+
+
+def test_the_admin_rpc_streams_what_the_command_writes(server: RunningServer, tmp_path: Path) -> None:
+    server.admin.CreateDecisionPoint(
+        apb.CreateDecisionPointRequest(
+            decision_point=tpb.DecisionPoint(name="offers", reward_wait=duration_pb2.Duration(nanos=200_000_000))
+        )
+    )
+    for i in range(1200):  # more than one page
+        response = _rank(server, f"s{i % 7}")
+        if i % 4 == 0:
+            server.decisions.Reward(dpb.RewardRequest(decision_point="offers", event_id=response.event_id, value=1.0))
+    time.sleep(0.8)
+    out = tmp_path / "offers.dsjson"
+    assert (
+        _kairos("export", "--decision-point", "offers", "--data-dir", str(server.data_dir), "-o", str(out)).returncode
+        == 0
+    )
+    events, still_open, expired = _exported_over_grpc(server)
+    assert len(events) == 1200 and (still_open, expired) == (0, 0)
+    assert events == out.read_text().splitlines()
+
+    later = timestamp_pb2.Timestamp()
+    later.GetCurrentTime()
+    assert _exported_over_grpc(server, since=later)[0] == []
+
+
+def test_the_admin_rpc_refuses_bad_requests_clearly(server: RunningServer) -> None:
+    with pytest.raises(grpc.RpcError) as missing:
+        list(server.admin.ExportDecisions(apb.ExportDecisionsRequest(decision_point="nope")))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND and "nope" in (missing.value.details() or "")
+    first, second = timestamp_pb2.Timestamp(seconds=2000), timestamp_pb2.Timestamp(seconds=1000)
+    with pytest.raises(grpc.RpcError) as backwards:
+        list(server.admin.ExportDecisions(apb.ExportDecisionsRequest(decision_point="demo", since=first, until=second)))
+    assert backwards.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "until must be later than since" in (backwards.value.details() or "")
+
+
+def test_the_admin_rpc_passes_through_serving_workers(make_server: Callable[..., RunningServer]) -> None:
+    server = make_server("--workers", "2").start()
+    server.admin.CreateDecisionPoint(
+        apb.CreateDecisionPointRequest(
+            decision_point=tpb.DecisionPoint(name="offers", reward_wait=duration_pb2.Duration(nanos=100_000_000))
+        )
+    )
+    for _ in range(5):
+        _rank(server, "gold")
+    time.sleep(0.8)
+    events, _, _ = _exported_over_grpc(server)
+    assert len(events) == 5 and all(json.loads(e)["_kairos"]["decision_point"] == "offers" for e in events)
+    assert server.stop() == 0
