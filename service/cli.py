@@ -27,6 +27,7 @@ Kairos: real-time next-best-action decisions over gRPC.
                                      rank the catalog for each subject of FILE (outbound campaigns)
   kairos export --decision-point N   write a decision point's logged decisions as VW DSJSON
   kairos evaluate LOGS --policy SPEC estimate how other learner configurations would have done
+  kairos tune LOGS --current SPEC    recommend a configuration only when it is clearly better
 
 Every serve flag can also be set as an environment variable KAIROS_<NAME>
 (for example KAIROS_DATA_DIR=/data) or in the config file's [server] table.

@@ -11,7 +11,9 @@ import math
 import sys
 from pathlib import Path
 
-COMMANDS = ("export", "evaluate")
+from service.offline.spec import SEARCH_SPACE
+
+COMMANDS = ("export", "evaluate", "tune")
 
 EXPORT_EPILOG = """\
 Only closed decisions are written: rewarded, or whose reward window passed (the decision point's
@@ -46,6 +48,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     export.add_argument("-o", "--output", type=Path, help="write here (default: standard output)")
     export.add_argument("--quiet", action="store_true", help="no progress lines on standard error")
     add_evaluate_parser(sub)
+    add_tune_parser(sub)
 
 
 EVALUATE_EPILOG = """\
@@ -95,11 +98,58 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
     evaluate.add_argument("--seed", type=int, default=1, help="seed of the learners and the bootstrap")
 
 
+TUNE_EPILOG = (
+    """\
+Rule: a candidate is recommended only when the lower bound of its interval beats the current
+configuration's point estimate; intervals are Bonferroni-corrected for the number of candidates (each
+at 1 - (1 - confidence) / k), and among those that pass the highest lower bound wins. Every run is
+recorded as JSON in --record-dir. Apply a recommendation with the Admin API (UpdateDecisionPoint; a
+change of explorer kind, gamma_scale, mellowness, interactions or bits needs reset_model).
+
+default search space (replace it with --candidate SPEC ...):
+  """
+    + "\n  ".join(SEARCH_SPACE)
+    + """
+
+example:
+  kairos tune offers.dsjson --current squarecb:gamma_scale=10,interactions=user*offer
+"""
+)
+
+
+def add_tune_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    tune = sub.add_parser(
+        "tune",
+        help="search learner configurations on logged decisions; recommend one only when clearly better",
+        description="Evaluate a space of learner configurations on DSJSON logs (as `kairos evaluate` does) and "
+        "recommend one only when it beats the current configuration with confidence.",
+        epilog=TUNE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tune.add_argument("logs", type=Path, metavar="LOGS", help="DSJSON file, one event per line")
+    tune.add_argument(
+        "--current",
+        default="squarecb",
+        metavar="SPEC",
+        help="the decision point's configuration now (default: squarecb)",
+    )
+    tune.add_argument("--candidate", action="append", metavar="SPEC", help="a configuration to try (repeatable)")
+    tune.add_argument("--estimator", choices=("dr", "snips", "ips"), default="dr", help="the estimate the rule uses")
+    tune.add_argument("--confidence", type=float, default=0.95, help="family-wide level (default 0.95)")
+    tune.add_argument("--reward-range", metavar="LOW,HIGH", help="bounds of a reward (default: as in the logs)")
+    tune.add_argument("--seed", type=int, default=1, help="seed of the learners and the bootstrap")
+    tune.add_argument(
+        "--record-dir", type=Path, default=Path("kairos-tune-runs"), help="where each run is recorded (JSON)"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     if args.command == "export":
         return _export(args)
     if args.command == "evaluate":
         return _evaluate(args)
+    if args.command == "tune":
+        return _tune(args)
     raise AssertionError(args.command)
 
 
@@ -201,4 +251,37 @@ def _evaluate(args: argparse.Namespace) -> int:
     except OSError as err:
         print(f"kairos evaluate: {err}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from service.offline import evaluate as evaluation_module
+    from service.offline import tune as tune_module
+    from service.offline.spec import SpecError
+
+    try:
+        bounds = _reward_range(args.reward_range)
+        if not 0.0 < args.confidence < 1.0:
+            raise ValueError(f"--confidence {args.confidence} must be within (0, 1), for example 0.95")
+        result = tune_module.tune(
+            args.logs,
+            current=args.current,
+            candidates=args.candidate or SEARCH_SPACE,
+            estimator=args.estimator,
+            confidence=args.confidence,
+            reward_range=bounds,
+            seed=args.seed,
+        )
+    except (SpecError, ValueError, evaluation_module.EvaluationError) as err:
+        print(f"kairos tune: {err}", file=sys.stderr)
+        return 2
+    print(evaluation_module.table(result.evaluation))
+    print()
+    print(result.explanation)
+    try:
+        path = tune_module.record(result, args.record_dir)
+    except OSError as err:
+        print(f"kairos tune: the run could not be recorded: {err}", file=sys.stderr)
+        return 1
+    print(f"recorded in {path}")
     return 0

@@ -41,6 +41,18 @@ EXPLORER_KEYS: dict[str, dict[str, str]] = {
 }
 LEARNER_KEYS = {"learning_rate": "learning_rate", "lr": "learning_rate", "power_t": "power_t", "l2": "l2"}
 INTEGER_FIELDS = {"bag_size", "cover_size", "bits"}
+# `kairos tune`'s default space, around the service's defaults: explorer strength, learning rate, interactions.
+SEARCH_SPACE = (
+    "squarecb",
+    "squarecb:gamma_scale=50",
+    "squarecb:gamma_scale=200",
+    "squarecb:learning_rate=0.1",
+    "squarecb:learning_rate=2",
+    "squarecb:interactions=none",
+    "epsilon:epsilon=0.05",
+    "epsilon:epsilon=0.2",
+    "regcb",
+)
 DEFAULT_SPECS = ("squarecb", "squarecb:gamma_scale=50", "epsilon:epsilon=0.05", "squarecb:interactions=none")
 
 
