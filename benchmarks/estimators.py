@@ -6,6 +6,7 @@ that is softmax over a different noisy scorer. The true value of the target, ``m
 mu(x, a)``, is computed exactly. Over many seeds, reported: how often each interval contains the truth
 (nominal 95%; conservative is fine, more than 5 points under is a bug), and the root mean squared error
 of IPS, SNIPS, DR with a good reward model (mu plus small noise) and DR with a bad one (one minus the good one).
+IPS and DR are shown with empirical Bernstein intervals and (``_normal``) normal-approximation ones.
 
     python -m benchmarks.estimators            # 500 seeds x 3000 events
     python -m benchmarks.estimators --quick    # 200 seeds x 1000 events
@@ -78,7 +79,9 @@ def simulate(seed: int, events: int) -> Logs:
 
 def run(seeds: int, events: int, resamples: int) -> dict[str, dict[str, float]]:
     reward_range = (0.0, 1.0)
-    errors: dict[str, list[float]] = {"ips": [], "snips": [], "dr_good": [], "dr_bad": []}
+    errors: dict[str, list[float]] = {
+        name: [] for name in ("ips", "snips", "dr_good", "dr_bad", "ips_normal", "dr_good_normal")
+    }
     covered: dict[str, int] = dict.fromkeys(errors, 0)
     widths: dict[str, list[float]] = {name: [] for name in errors}
     for seed in range(seeds):
@@ -122,6 +125,24 @@ def run(seeds: int, events: int, resamples: int) -> dict[str, dict[str, float]]:
                 reward_range=reward_range,
                 confidence=CONFIDENCE,
             ),
+            "ips_normal": estimators.ips(
+                logs.rewards,
+                logs.logging_p,
+                logs.target_p,
+                reward_range=reward_range,
+                confidence=CONFIDENCE,
+                interval="normal",
+            ),
+            "dr_good_normal": estimators.doubly_robust(
+                logs.rewards,
+                logs.logging_p,
+                logs.target_p,
+                logs.good_logged,
+                logs.good_target,
+                reward_range=reward_range,
+                confidence=CONFIDENCE,
+                interval="normal",
+            ),
         }
         for name, estimate in found.items():
             errors[name].append(estimate.value - logs.truth)
@@ -149,10 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     events = args.events or (1000 if args.quick else 3000)
     results = run(seeds, events, resamples=400 if args.quick else 1000)
     print(f"{seeds} seeds x {events} events, {ACTIONS} actions, nominal coverage {CONFIDENCE:.0%}")
-    print(f"{'estimator':10} {'coverage':>9} {'rmse':>8} {'bias':>8} {'width':>8}")
+    print(f"{'estimator':14} {'coverage':>9} {'rmse':>8} {'bias':>8} {'width':>8}")
     for name, row in results.items():
         print(
-            f"{name:10} {row['coverage']:>9.1%} {row['rmse']:>8.4f} {row['bias']:>+8.4f} "
+            f"{name:14} {row['coverage']:>9.1%} {row['rmse']:>8.4f} {row['bias']:>+8.4f} "
             f"{row['median_interval_width']:>8.4f}"
         )
     if args.out:

@@ -22,6 +22,8 @@ Confidence intervals (two-sided, level ``1 - delta``):
   ``|mean - E X| <= sqrt(2 S^2 ln(4/delta) / n) + 7 R ln(4/delta) / (3 (n - 1))``.
   It holds for every n (no normal approximation) and is conservative. ``R`` comes from the reward range
   and the largest possible weight ``max_weight`` (1 / the smallest logging probability when not given).
+  With ``interval="normal"`` instead: the normal approximation ``z S / sqrt(n)`` (central limit theorem),
+  much tighter but only asymptotically valid; trust it when the effective sample size is large.
 - SNIPS: a percentile bootstrap (Efron and Tibshirani 1993) over resampled events, seeded, so the same
   logs give the same interval.
 """
@@ -31,12 +33,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
 ArrayLike = Sequence[float] | FloatArray
+IntervalKind = Literal["bernstein", "normal"]
+INTERVAL_NAMES: dict[str, str] = {"bernstein": "empirical Bernstein", "normal": "normal approximation"}
 
 
 class EstimatorError(ValueError):
@@ -132,6 +138,26 @@ def empirical_bernstein_radius(terms: FloatArray, width: float, confidence: floa
     return math.sqrt(2.0 * variance * log_term / n) + 7.0 * width * log_term / (3.0 * (n - 1))
 
 
+def normal_radius(terms: FloatArray, confidence: float) -> float:
+    """Half-width of the two-sided normal-approximation interval, ``z_(1-delta/2) S / sqrt(n)``.
+
+    Asymptotic (central limit theorem): tight, but it can under-cover when a few large weights dominate
+    (a small effective sample size).
+    """
+    if terms.size < 2:
+        raise EstimatorError("a normal interval needs at least 2 events")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    return z * float(np.std(terms, ddof=1)) / math.sqrt(terms.size)
+
+
+def _radius(terms: FloatArray, width: float, confidence: float, interval: IntervalKind) -> float:
+    if interval == "bernstein":
+        return empirical_bernstein_radius(terms, width, confidence)
+    if interval == "normal":
+        return normal_radius(terms, confidence)
+    raise EstimatorError(f"interval {interval!r} is unknown; choose bernstein or normal")
+
+
 def ips(
     rewards: ArrayLike,
     logging_p: ArrayLike,
@@ -140,6 +166,7 @@ def ips(
     reward_range: tuple[float, float],
     max_weight: float | None = None,
     confidence: float = 0.95,
+    interval: IntervalKind = "bernstein",
 ) -> Estimate:
     """Inverse propensity scoring: ``(1/n) sum (pi_i / p_i) r_i``, empirical Bernstein interval.
 
@@ -153,7 +180,7 @@ def ips(
     low, high = reward_range
     width = max(0.0, bound * high) - min(0.0, bound * low)
     value = float(np.mean(terms))
-    radius = empirical_bernstein_radius(terms, width, confidence)
+    radius = _radius(terms, width, confidence, interval)
     return Estimate(
         "ips",
         value,
@@ -161,7 +188,7 @@ def ips(
         value + radius,
         int(weights.size),
         confidence,
-        "empirical Bernstein",
+        INTERVAL_NAMES[interval],
         effective_sample_size(weights),
     )
 
@@ -233,6 +260,7 @@ def doubly_robust(
     reward_range: tuple[float, float],
     max_weight: float | None = None,
     confidence: float = 0.95,
+    interval: IntervalKind = "bernstein",
 ) -> Estimate:
     """Doubly robust: ``(1/n) sum [m_i + w_i (r_i - q_i)]``, empirical Bernstein interval.
 
@@ -250,7 +278,7 @@ def doubly_robust(
     terms = m + weights * (r - q)
     width = (high - low) * (1.0 + 2.0 * bound)
     value = float(np.mean(terms))
-    radius = empirical_bernstein_radius(terms, width, confidence)
+    radius = _radius(terms, width, confidence, interval)
     return Estimate(
         "dr",
         value,
@@ -258,6 +286,6 @@ def doubly_robust(
         value + radius,
         int(weights.size),
         confidence,
-        "empirical Bernstein",
+        INTERVAL_NAMES[interval],
         effective_sample_size(weights),
     )

@@ -10,6 +10,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 from service.offline.spec import SEARCH_SPACE
 
@@ -25,6 +26,15 @@ examples:
   kairos export --decision-point offers -o offers.dsjson
   kairos export --decision-point offers --since 2026-01-01 --until 2026-01-08T00:00Z | gzip > week.dsjson.gz
 """
+
+
+INTERVAL_OPTION: dict[str, Any] = {
+    "choices": ("bernstein", "normal"),
+    "default": "bernstein",
+    "help": "intervals of IPS and DR: bernstein (empirical Bernstein: valid at any sample size, conservative, "
+    "wide when logging probabilities are small) or normal (normal approximation: tight, asymptotic; "
+    "trust it when the effective sample size, ESS, is large). Default: bernstein",
+}
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -96,6 +106,7 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
         help="bounds of a reward (default: as exported with the logs, else the rewards seen)",
     )
     evaluate.add_argument("--seed", type=int, default=1, help="seed of the learners and the bootstrap")
+    evaluate.add_argument("--interval", **INTERVAL_OPTION)
 
 
 TUNE_EPILOG = (
@@ -138,6 +149,7 @@ def add_tune_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     tune.add_argument("--confidence", type=float, default=0.95, help="family-wide level (default 0.95)")
     tune.add_argument("--reward-range", metavar="LOW,HIGH", help="bounds of a reward (default: as in the logs)")
     tune.add_argument("--seed", type=int, default=1, help="seed of the learners and the bootstrap")
+    tune.add_argument("--interval", **INTERVAL_OPTION)
     tune.add_argument(
         "--record-dir", type=Path, default=Path("kairos-tune-runs"), help="where each run is recorded (JSON)"
     )
@@ -229,7 +241,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     try:
         result = evaluation_module.evaluate(
-            args.logs, candidates, reward_range=bounds, confidence=args.confidence, seed=args.seed, progress=report
+            args.logs,
+            candidates,
+            reward_range=bounds,
+            confidence=args.confidence,
+            seed=args.seed,
+            progress=report,
+            interval=args.interval,
         )
     except evaluation_module.EvaluationError as err:
         print(f"kairos evaluate: {err}", file=sys.stderr)
@@ -271,6 +289,7 @@ def _tune(args: argparse.Namespace) -> int:
             confidence=args.confidence,
             reward_range=bounds,
             seed=args.seed,
+            interval=args.interval,
         )
     except (SpecError, ValueError, evaluation_module.EvaluationError) as err:
         print(f"kairos tune: {err}", file=sys.stderr)

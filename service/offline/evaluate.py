@@ -25,7 +25,7 @@ import numpy as np
 import vowpalwabbit
 
 from policies import estimators
-from policies.estimators import Estimate
+from policies.estimators import Estimate, IntervalKind
 from policies.features import NamespaceTable
 from policies.learner_options import LearnerOptions
 from service.offline import spec as spec_module
@@ -210,6 +210,7 @@ def evaluate(
     confidence: float = 0.95,
     seed: int = 1,
     progress: Callable[[int], None] | None = None,
+    interval: IntervalKind = "bernstein",
 ) -> Evaluation:
     """Replay the DSJSON logs at ``path`` through every candidate; estimate each one's value."""
     if not path.is_file():
@@ -260,7 +261,7 @@ def evaluate(
         observed = (min(replay.rewards), max(replay.rewards))
         bounds = (observed[0], observed[1] if observed[1] > observed[0] else observed[0] + 1.0)
         source = "observed (pass --reward-range for intervals that hold for any reward)"
-    results = [_estimate(replay, c.label, bounds, confidence, seed) for c in everyone]
+    results = [_estimate(replay, c.label, bounds, confidence, seed, interval) for c in everyone]
     for result in results:
         result.vw_args = replay.args.get(result.label, [])
     return Evaluation(
@@ -276,17 +277,25 @@ def evaluate(
     )
 
 
-def _estimate(replay: _Replay, label: str, bounds: tuple[float, float], confidence: float, seed: int) -> PolicyResult:
+def _estimate(
+    replay: _Replay, label: str, bounds: tuple[float, float], confidence: float, seed: int, interval: IntervalKind
+) -> PolicyResult:
     r = np.asarray(replay.rewards)
     p = np.asarray(replay.logged_p)
     pi = np.asarray(replay.target_p[label])
     q = np.clip(np.asarray(replay.model_logged), *bounds)
     m = np.clip(np.asarray(replay.model_target[label]), *bounds)
+    # The logged policy's weights are all exactly 1: a far tighter bound than 1 / the smallest probability.
+    max_weight = 1.0 if label == LOGGED else None
     return PolicyResult(
         label,
-        ips=estimators.ips(r, p, pi, reward_range=bounds, confidence=confidence),
+        ips=estimators.ips(
+            r, p, pi, reward_range=bounds, confidence=confidence, max_weight=max_weight, interval=interval
+        ),
         snips=estimators.snips(r, p, pi, reward_range=bounds, confidence=confidence, seed=seed),
-        dr=estimators.doubly_robust(r, p, pi, q, m, reward_range=bounds, confidence=confidence),
+        dr=estimators.doubly_robust(
+            r, p, pi, q, m, reward_range=bounds, confidence=confidence, max_weight=max_weight, interval=interval
+        ),
     )
 
 
@@ -308,7 +317,7 @@ def table(evaluation: Evaluation) -> str:
     rows.append(
         f"{evaluation.events} events from {evaluation.lines} lines; reward range "
         f"[{evaluation.reward_range[0]:g}, {evaluation.reward_range[1]:g}] ({evaluation.reward_range_source}). "
-        "Intervals: IPS and DR empirical Bernstein, SNIPS bootstrap. ESS: effective sample size."
+        f"Intervals: IPS and DR {evaluation.results[0].ips.interval}, SNIPS bootstrap. ESS: effective sample size."
     )
     if evaluation.bad_line_count:
         rows.append(f"{evaluation.bad_line_count} lines were left out; the estimates cover the other events only:")

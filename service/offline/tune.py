@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from policies.estimators import Estimate
+from policies.estimators import Estimate, IntervalKind
 from service.offline.evaluate import Candidate, Evaluation, PolicyResult, evaluate
 from service.offline.spec import SEARCH_SPACE, parse_spec
 
@@ -62,6 +62,7 @@ def tune(
     reward_range: tuple[float, float] | None = None,
     seed: int = 1,
     progress: Callable[[int], None] | None = None,
+    interval: IntervalKind = "bernstein",
 ) -> TuneResult:
     """Evaluate ``current`` and every candidate on the logs at ``path``; recommend by the rule above."""
     others = [spec for spec in dict.fromkeys(candidates) if spec != current]

@@ -100,3 +100,15 @@ def test_a_weight_above_the_stated_bound_is_refused() -> None:
 def test_confidence_must_be_a_probability() -> None:
     with pytest.raises(EstimatorError, match="confidence"):
         estimators.ips(R, P, PI, reward_range=(0.0, 1.0), confidence=1.0)
+
+
+def test_normal_intervals_by_hand() -> None:
+    # Terms 2, 0, 0 (see test_ips_by_hand): sample sd sqrt(4/3); z(0.975) = 1.959964.
+    found = estimators.ips(R, P, PI, reward_range=(0.0, 1.0), interval="normal")
+    assert found.high - found.value == pytest.approx(1.959964 * math.sqrt(4 / 3) / math.sqrt(3), rel=1e-6)
+    assert found.interval == "normal approximation"
+    dr = estimators.doubly_robust(R, P, PI, [0.5] * 3, [0.8, 0.4, 0.6], reward_range=(0.0, 1.0), interval="normal")
+    terms = [0.8 + 2 * (1 - 0.5), 0.4 + 2 * (0 - 0.5), 0.6]
+    assert dr.high - dr.value == pytest.approx(1.959964 * float(np.std(terms, ddof=1)) / math.sqrt(3), rel=1e-6)
+    # Narrower than the empirical Bernstein interval, which pays for holding at every sample size.
+    assert found.high - found.low < estimators.ips(R, P, PI, reward_range=(0.0, 1.0)).high - found.low

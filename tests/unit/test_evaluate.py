@@ -57,6 +57,19 @@ def test_a_learner_beats_the_logged_uniform_policy(tmp_path: Path) -> None:
     assert 0.6 < learner.snips.value < 0.85
     assert "--interactions" in learner.vw_args and "a!" in learner.vw_args
     assert found.events == 2000 and found.bad_line_count == 0 and found.reward_range_source == "logs"
+    # Every weight of the logged policy is 1, and its interval is bounded with that, not with 1 / min p.
+    logged = by_label[LOGGED].ips
+    assert logged.high - logged.low < by_label[UNIFORM].ips.high - by_label[UNIFORM].ips.low
+
+
+def test_normal_intervals_are_narrower(tmp_path: Path) -> None:
+    logs = tmp_path / "logs.dsjson"
+    _write(logs, 500)
+    spec = [Candidate("squarecb", parse_spec("squarecb:interactions=user*_action"))]
+    bernstein, normal = evaluate(logs, spec), evaluate(logs, spec, interval="normal")
+    for wide, narrow in zip(bernstein.results, normal.results, strict=True):
+        assert narrow.dr.interval == "normal approximation" and narrow.dr.value == wide.dr.value
+        assert narrow.dr.high - narrow.dr.low < wide.dr.high - wide.dr.low
 
 
 def test_bad_lines_are_reported_and_do_not_change_the_estimates(tmp_path: Path) -> None:
@@ -119,13 +132,15 @@ def test_the_command_writes_a_table_json_and_a_chart(tmp_path: Path) -> None:
     with logs.open("a") as handle:
         handle.write('{"_label_cost": -1, "_label_probability": 0.25, "_labelInd\n')
     done = _kairos(
-        "evaluate", str(logs), "--policy", "squarecb:gamma_scale=20", "--out", str(out), "--confidence", "0.9"
+        *("evaluate", str(logs), "--policy", "squarecb:gamma_scale=20", "--out", str(out)),
+        *("--confidence", "0.9", "--interval", "normal"),
     )
     assert done.returncode == 0, done.stderr
     assert (
         "squarecb:gamma_scale=20" in done.stdout and "logged policy" in done.stdout and "uniform random" in done.stdout
     )
     assert "90% interval" in done.stdout and "line 401: not valid JSON" in done.stdout
+    assert "IPS and DR normal approximation" in done.stdout
     saved = json.loads(out.read_text())
     assert saved["events"] == 400 and saved["bad_lines"][0]["line"] == 401 and saved["confidence"] == 0.9
     assert {p["policy"] for p in saved["policies"]} == {"squarecb:gamma_scale=20", LOGGED, UNIFORM}
