@@ -47,10 +47,11 @@ class ExportProgress:
 
 
 def open_store(data_dir: Path) -> Store:
-    """Open an existing data directory for reading, beside a server that may be running on it."""
+    """Open an existing data directory read-only (no lock, no write transaction), beside a server that may be
+    running on it."""
     if not (data_dir / "lmdb" / "data.mdb").is_file():
         raise ExportError(f"no Kairos data in {data_dir} (expected {data_dir}/lmdb); pass the server's --data-dir")
-    return Store(data_dir / "lmdb", owner=False)
+    return Store(data_dir / "lmdb", owner=False, readonly=True)
 
 
 def find_record(store: Store, name: str) -> DecisionPointRecord:
