@@ -221,6 +221,16 @@ def exploration_pb(explorer: Explorer) -> types_pb.Exploration:
     return types_pb.Exploration(softmax=softmax)
 
 
+def learning_pb(learner: LearnerOptions) -> types_pb.LearningOptions:
+    return types_pb.LearningOptions(
+        interactions=list(learner.interactions),
+        learning_rate=learner.learning_rate,
+        power_t=learner.power_t,
+        bits=learner.bits,
+        l2=learner.l2,
+    )
+
+
 def decision_point_pb(record: DecisionPointRecord) -> types_pb.DecisionPoint:
     cfg = record.config
     wait = duration_pb2.Duration()

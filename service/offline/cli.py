@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from service.offline.spec import SEARCH_SPACE
+from service.offline.spec import SEARCH_SPACE, format_spec, parse_spec
 
 COMMANDS = ("export", "evaluate", "tune")
 
@@ -114,8 +114,9 @@ TUNE_EPILOG = (
 Rule: a candidate is recommended only when the lower bound of its interval beats the current
 configuration's point estimate; intervals are Bonferroni-corrected for the number of candidates (each
 at 1 - (1 - confidence) / k), and among those that pass the highest lower bound wins. Every run is
-recorded as JSON in --record-dir. Apply a recommendation with the Admin API (UpdateDecisionPoint; a
-change of explorer kind, gamma_scale, mellowness, interactions or bits needs reset_model).
+recorded as JSON in --record-dir. --apply NAME takes the current configuration from the running
+decision point and updates it when there is a recommendation (a change of explorer kind, gamma_scale,
+mellowness, interactions or bits starts a fresh model; other changes keep the learned one).
 
 default search space (replace it with --candidate SPEC ...):
   """
@@ -124,6 +125,7 @@ default search space (replace it with --candidate SPEC ...):
 
 example:
   kairos tune offers.dsjson --current squarecb:gamma_scale=10,interactions=user*offer
+  kairos tune offers.dsjson --apply offers --port 50051 --token-file admin.token
 """
 )
 
@@ -140,9 +142,9 @@ def add_tune_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     tune.add_argument("logs", type=Path, metavar="LOGS", help="DSJSON file, one event per line")
     tune.add_argument(
         "--current",
-        default="squarecb",
+        default=None,
         metavar="SPEC",
-        help="the decision point's configuration now (default: squarecb)",
+        help="the configuration in production (default: with --apply, the decision point's; else squarecb)",
     )
     tune.add_argument("--candidate", action="append", metavar="SPEC", help="a configuration to try (repeatable)")
     tune.add_argument("--estimator", choices=("dr", "snips", "ips"), default="dr", help="the estimate the rule uses")
@@ -150,6 +152,16 @@ def add_tune_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     tune.add_argument("--reward-range", metavar="LOW,HIGH", help="bounds of a reward (default: as in the logs)")
     tune.add_argument("--seed", type=int, default=1, help="seed of the learners and the bootstrap")
     tune.add_argument("--interval", **INTERVAL_OPTION)
+    tune.add_argument(
+        "--apply",
+        metavar="NAME",
+        help="read the current configuration from decision point NAME on a running server, and update it to "
+        "the recommendation if there is one (AdminService.UpdateDecisionPoint)",
+    )
+    tune.add_argument("--token-file", type=Path, help="with --apply: file holding a token with the admin scope")
+    from service.cli import _connection_arguments
+
+    _connection_arguments(tune)
     tune.add_argument(
         "--record-dir", type=Path, default=Path("kairos-tune-runs"), help="where each run is recorded (JSON)"
     )
@@ -277,13 +289,21 @@ def _tune(args: argparse.Namespace) -> int:
     from service.offline import tune as tune_module
     from service.offline.spec import SpecError
 
+    applier = None
     try:
+        if args.apply:
+            applier = _Applier(args)
+            current = applier.deployed_spec()
+            if args.current and parse_spec(args.current) != parse_spec(current):
+                raise ValueError(f"--current {args.current!r} differs from {args.apply!r}'s configuration {current!r}")
+        else:
+            current = args.current or "squarecb"
         bounds = _reward_range(args.reward_range)
         if not 0.0 < args.confidence < 1.0:
             raise ValueError(f"--confidence {args.confidence} must be within (0, 1), for example 0.95")
         result = tune_module.tune(
             args.logs,
-            current=args.current,
+            current=current,
             candidates=args.candidate or SEARCH_SPACE,
             estimator=args.estimator,
             confidence=args.confidence,
@@ -291,16 +311,95 @@ def _tune(args: argparse.Namespace) -> int:
             seed=args.seed,
             interval=args.interval,
         )
-    except (SpecError, ValueError, evaluation_module.EvaluationError) as err:
+    except (SpecError, ValueError, evaluation_module.EvaluationError, ApplyError) as err:
+        if applier is not None:
+            applier.close()
         print(f"kairos tune: {err}", file=sys.stderr)
         return 2
     print(evaluation_module.table(result.evaluation))
     print()
     print(result.explanation)
+    status = 0
+    if applier is not None:
+        try:
+            if result.recommended is not None:
+                result.applied = applier.apply(result.recommended.label)
+                print(result.applied)
+        except ApplyError as err:
+            result.applied = f"not applied: {err}"
+            print(f"kairos tune: {err}", file=sys.stderr)
+            status = 1
+        finally:
+            applier.close()
     try:
         path = tune_module.record(result, args.record_dir)
     except OSError as err:
         print(f"kairos tune: the run could not be recorded: {err}", file=sys.stderr)
         return 1
     print(f"recorded in {path}")
-    return 0
+    return status
+
+
+class ApplyError(RuntimeError):
+    """The recommendation could not be applied to the decision point; the message says why."""
+
+
+class _Applier:
+    """Reads and updates the decision point named by ``--apply`` through the Admin API."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        import grpc
+
+        from service._pb.kairos.v1 import admin_service_pb2 as admin_pb
+        from service._pb.kairos.v1 import admin_service_pb2_grpc as admin_grpc
+        from service.cli import _channel
+        from service.grpc import converters
+
+        self.name = args.apply
+        token = args.token_file.read_text().strip() if args.token_file else ""
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.channel, self.target = _channel(args)
+        self.admin = admin_grpc.AdminServiceStub(self.channel)
+        try:
+            found = self.admin.GetDecisionPoint(
+                admin_pb.GetDecisionPointRequest(name=self.name), timeout=30, metadata=self.metadata
+            )
+        except grpc.RpcError as err:
+            self.channel.close()
+            raise ApplyError(f"{self.target}: {err.code().name}: {err.details()}") from None
+        self.deployed = converters.learner_options(found.exploration, found.learning)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def deployed_spec(self) -> str:
+        return format_spec(self.deployed)
+
+    def apply(self, spec: str) -> str:
+        import grpc
+        from google.protobuf import field_mask_pb2
+
+        from service._pb.kairos.v1 import admin_service_pb2 as admin_pb
+        from service._pb.kairos.v1 import types_pb2 as types_pb
+        from service.grpc import converters
+
+        options = parse_spec(spec)
+        if not options.interactions:
+            # The API reads an empty interaction list as its default, every pair: "none" cannot be set.
+            raise ApplyError(f"{spec!r} has no interactions, which the Admin API cannot express; set it by hand")
+        reset = not options.same_shape(self.deployed)
+        request = admin_pb.UpdateDecisionPointRequest(
+            decision_point=types_pb.DecisionPoint(
+                name=self.name,
+                exploration=converters.exploration_pb(options.explorer),
+                learning=converters.learning_pb(options),
+            ),
+            update_mask=field_mask_pb2.FieldMask(paths=["exploration", "learning"]),
+            reset_model=reset,
+        )
+        try:
+            self.admin.UpdateDecisionPoint(request, timeout=60, metadata=self.metadata)
+        except grpc.RpcError as err:
+            raise ApplyError(f"{self.target}: {err.code().name}: {err.details()}") from None
+        model = "a fresh model (the change alters the model's shape)" if reset else "the learned model carried over"
+        return f"applied {spec!r} to {self.name!r}: {model}"

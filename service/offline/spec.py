@@ -110,3 +110,22 @@ def parse_interactions(value: str) -> tuple[str, ...]:
 def namespaces_used(options: LearnerOptions) -> set[str]:
     """The namespace names a configuration's interactions mention."""
     return {name for spec in options.interactions if spec != ALL_PAIRS for name in spec.split("*")}
+
+
+def format_spec(options: LearnerOptions) -> str:
+    """The SPEC of ``options``: the explorer, then every setting that differs from the service's default."""
+    name = next(key for key, kind in KINDS.items() if kind == options.explorer.kind)
+    settings: list[str] = []
+    default_explorer = Explorer(kind=options.explorer.kind)
+    for key, field in EXPLORER_KEYS[name].items():
+        value = getattr(options.explorer, field)
+        if value != getattr(default_explorer, field):
+            settings.append(f"{key}={value}")
+    default = LearnerOptions()
+    if options.interactions != default.interactions:
+        settings.append("interactions=" + ("+".join(options.interactions) or "none"))
+    for key, field in (("learning_rate", "learning_rate"), ("power_t", "power_t"), ("l2", "l2"), ("bits", "bits")):
+        value = getattr(options, field)
+        if value != getattr(default, field):
+            settings.append(f"{key}={value}")
+    return name + (":" + ",".join(settings) if settings else "")

@@ -33,6 +33,7 @@ class TuneResult:
     corrected_confidence: float  # the level of each interval after the Bonferroni correction
     recommended: PolicyResult | None
     explanation: str
+    applied: str | None = None  # what --apply did, if it was asked to
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +44,7 @@ class TuneResult:
             "candidates": len(self.evaluation.results) - 3,  # not the current one, nor the two references
             "recommended": self.recommended.label if self.recommended else None,
             "explanation": self.explanation,
+            "applied": self.applied,
             "evaluation": self.evaluation.to_dict(),
         }
 

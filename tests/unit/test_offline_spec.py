@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from policies.learner_options import ALL_PAIRS, Explorer, LearnerOptions
-from service.offline.spec import DEFAULT_SPECS, SpecError, namespaces_used, parse_spec
+from service.offline.spec import DEFAULT_SPECS, SpecError, format_spec, namespaces_used, parse_spec
 
 
 def test_a_bare_explorer_takes_the_service_defaults() -> None:
@@ -64,3 +66,28 @@ def test_default_specs_parse_and_name_their_namespaces() -> None:
     for spec in DEFAULT_SPECS:
         parse_spec(spec)
     assert namespaces_used(parse_spec("squarecb:interactions=user*offer+a*b*c")) == {"user", "offer", "a", "b", "c"}
+
+
+learner_options = st.builds(
+    LearnerOptions,
+    explorer=st.one_of(
+        st.builds(Explorer, kind=st.just("square_cb"), gamma_scale=st.sampled_from([1.0, 10.0, 50.0, 0.5])),
+        st.builds(Explorer, kind=st.just("epsilon_greedy"), epsilon=st.sampled_from([0.0, 0.05, 0.2])),
+        st.builds(Explorer, kind=st.just("reg_cb"), mellowness=st.sampled_from([0.1, 0.01])),
+        st.builds(Explorer, kind=st.just("bag"), bag_size=st.integers(2, 16), epsilon=st.sampled_from([0.0, 0.2])),
+        st.builds(Explorer, kind=st.just("cover"), cover_size=st.integers(2, 16), psi=st.sampled_from([1.0, 0.25])),
+        st.builds(Explorer, kind=st.just("softmax"), softmax_lambda=st.sampled_from([1.0, 7.5])),
+    ),
+    interactions=st.sampled_from([("*",), (), ("user*offer",), ("user*offer", "a*b*c")]),
+    learning_rate=st.sampled_from([0.5, 0.1, 2.0, 0.123456789]),
+    power_t=st.sampled_from([0.5, 0.0]),
+    bits=st.integers(16, 24),
+    l2=st.sampled_from([0.0, 1e-4]),
+)
+
+
+@given(learner_options)
+def test_format_spec_round_trips(options: LearnerOptions) -> None:
+    spec = format_spec(options)
+    assert parse_spec(spec) == options
+    assert format_spec(LearnerOptions()) == "squarecb"
