@@ -16,6 +16,7 @@ Bad log lines are left out and reported with their line numbers; nothing is gues
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,11 +145,12 @@ class _Replay:
                 self.args[candidate.label] = args
                 self.learners[candidate.label] = vowpalwabbit.Workspace(arg_list=args)
         self.reward_model = vowpalwabbit.Workspace(arg_list=[*REWARD_MODEL_ARGS, "--dsjson"])
-        self.rewards: list[float] = []
-        self.logged_p: list[float] = []
-        self.model_logged: list[float] = []
-        self.target_p: dict[str, list[float]] = {c.label: [] for c in candidates}
-        self.model_target: dict[str, list[float]] = {c.label: [] for c in candidates}
+        # Packed doubles (8 bytes an event each), not lists of Python floats: logs may hold millions of events.
+        self.rewards = array("d")
+        self.logged_p = array("d")
+        self.model_logged = array("d")
+        self.target_p: dict[str, array[float]] = {c.label: array("d") for c in candidates}
+        self.model_target: dict[str, array[float]] = {c.label: array("d") for c in candidates}
 
     def step(self, event: LoggedEvent, reward_range: tuple[float, float]) -> None:
         """Predict with every learner, then learn; raise BadEvent if VW cannot read the line."""
