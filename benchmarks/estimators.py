@@ -10,6 +10,7 @@ IPS and DR are shown with empirical Bernstein intervals and (``_normal``) normal
 
     python -m benchmarks.estimators            # 500 seeds x 3000 events
     python -m benchmarks.estimators --quick    # 200 seeds x 1000 events
+    python -m benchmarks --only estimators     # the same through the benchmark runner
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="200 seeds x 1000 events (for CI)")
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--events", type=int, default=None)
-    parser.add_argument("--out", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--out", type=Path, help="also write the results as JSON into this folder (estimators.json)")
     args = parser.parse_args(argv)
     seeds = args.seeds or (200 if args.quick else 500)
     events = args.events or (1000 if args.quick else 3000)
@@ -177,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['median_interval_width']:>8.4f}"
         )
     if args.out:
-        args.out.write_text(json.dumps({"seeds": seeds, "events": events, "results": results}, indent=2) + "\n")
+        args.out.mkdir(parents=True, exist_ok=True)
+        summary = {"seeds": seeds, "events": events, "confidence": CONFIDENCE, "results": results}
+        (args.out / "estimators.json").write_text(json.dumps(summary, indent=2) + "\n")
     failures = [
         f"{name} coverage {row['coverage']:.1%} is more than 5 points under {CONFIDENCE:.0%}"
         for name, row in results.items()
