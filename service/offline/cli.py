@@ -65,7 +65,8 @@ EVALUATE_EPILOG = """\
 SPEC grammar:  EXPLORER[:KEY=VALUE,...]
   explorers: squarecb (gamma_scale), epsilon (epsilon), regcb (mellowness), bag (bag_size, epsilon),
              cover (cover_size, psi), softmax (lambda)
-  any explorer: interactions (* | none | user*offer+situation*offer), learning_rate (lr), power_t, l2, bits
+  any explorer: interactions (* | none | user*offer+situation*offer; default _context*_actions),
+                learning_rate (lr), power_t, l2, bits
   unset keys take the service's defaults.
 
 Each policy replays the logs in order with a fresh learner, predicting each event before learning from

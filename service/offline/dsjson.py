@@ -187,11 +187,9 @@ def read_event(line: str) -> LoggedEvent:
 def _logged_pmf(event: dict[str, Any], actions: int, chosen: int, probability: float) -> tuple[float, ...]:
     """The logging policy's probabilities per action, from ``a`` and ``p``; checked against the label."""
     ranked, probabilities = event.get("a"), event.get("p")
-    if ranked is None and probabilities is None:
-        # Only the shown action's probability is known: the rest is spread evenly (used only to draw the
-        # logged policy's reference, whose estimate does not depend on it).
-        rest = (1.0 - probability) / (actions - 1) if actions > 1 else 0.0
-        return tuple(probability if i == chosen else rest for i in range(actions))
+    if ranked is None or probabilities is None:
+        # VW's DSJSON parser reads no actions at all from an event without them.
+        raise BadEvent("a and p (the actions in ranked order and their probabilities) are missing")
     if not (isinstance(ranked, list) and isinstance(probabilities, list) and len(ranked) == len(probabilities)):
         raise BadEvent("a and p must be lists of the same length")
     if len(ranked) != actions or sorted(ranked) != list(range(1, actions + 1)):

@@ -15,10 +15,11 @@ Bad log lines are left out and reported with their line numbers; nothing is gues
 
 from __future__ import annotations
 
+import json
 import math
 from array import array
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,8 @@ import vowpalwabbit
 
 from policies import estimators
 from policies.estimators import Estimate, IntervalKind
-from policies.features import NamespaceTable
-from policies.learner_options import LearnerOptions
+from policies.features import NamespaceTable, Role
+from policies.learner_options import ALL_PAIRS, GROUPS, LearnerOptions
 from service.offline import spec as spec_module
 from service.offline.dsjson import BadEvent, LoggedEvent, read_event
 
@@ -104,44 +105,101 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
                 yield number, line.rstrip("\n")
 
 
-def _first_namespaces(path: Path) -> dict[str, str]:
+@dataclass(frozen=True)
+class LogNamespaces:
+    """How the logs name their VW namespaces, for building each candidate's interactions."""
+
+    table: NamespaceTable  # client name -> VW index
+    # VW index -> role, for logs from another system (taken from where each namespace appears: the
+    # context or the actions); None for Kairos's exports, whose indices carry their role (their alphabet).
+    foreign_roles: dict[str, Role] | None
+
+
+def _observed_roles(line: str) -> dict[str, tuple[str, Role]]:
+    """Namespace key -> (VW index, role) as they appear in a DSJSON event (VW indexes a key by its first
+    character)."""
+    found: dict[str, tuple[str, Role]] = {}
+    context = json.loads(line).get("c", {})
+    for key, value in context.items():
+        if isinstance(value, dict) and key and not key.startswith("_"):
+            found[key] = (key[0], "context")
+    for action in context.get("_multi", []):
+        for key, value in action.items():
+            if isinstance(value, dict) and key and not key.startswith("_"):
+                found.setdefault(key, (key[0], "action"))
+    return found
+
+
+def log_namespaces(path: Path, candidates: Sequence[Candidate]) -> LogNamespaces:
+    """The namespaces of the first usable event; every name a candidate's interactions use must be there.
+
+    A Kairos export states its table in ``_kairos.namespaces``. For logs from another system a namespace
+    is named by its JSON key (or its one-character VW index).
+    """
+    stated: dict[str, str] = {}
+    observed: dict[str, tuple[str, Role]] = {}
     for _, line in _lines(path):
         try:
-            return read_event(line).namespaces
+            stated = read_event(line).namespaces
         except BadEvent:
             continue
-    return {}
-
-
-def namespace_table(namespaces: dict[str, str], candidates: Sequence[Candidate]) -> NamespaceTable:
-    """Client namespace names -> VW indices, as in the logs; a one-character name stands for itself."""
-    indices = {name: index for index, name in namespaces.items()}
+        observed = _observed_roles(line)
+        break
+    foreign = not stated
+    if foreign:
+        indices = {key: index for key, (index, _) in observed.items()}
+        indices.update({index: index for index, _ in observed.values()})
+    else:
+        indices = {name: index for index, name in stated.items()}
     for candidate in candidates:
         if candidate.options is None:
             continue
         for name in spec_module.namespaces_used(candidate.options):
-            if name in indices:
-                continue
-            if len(name) == 1 and not name.startswith("_"):
-                indices[name] = name
+            if name in indices or name in GROUPS:
                 continue
             known = ", ".join(sorted(n for n in indices if not n.startswith("_"))) or "none named"
             raise EvaluationError(
                 f"policy {candidate.label!r}: namespace {name!r} is not in the logs (they have: {known})"
             )
-    return NamespaceTable(indices, frozen=True)
+    roles = {index: role for index, role in observed.values()} if foreign else None
+    return LogNamespaces(NamespaceTable(indices, frozen=True), roles)
+
+
+def learner_args(options: LearnerOptions, namespaces: LogNamespaces) -> list[str]:
+    """The VW command line of ``options`` over these logs. In a Kairos export, ``_context`` and ``_actions``
+    expand as the service expands them; in other logs, to the namespaces seen in the context and in the
+    actions."""
+    if namespaces.foreign_roles is None:
+        return options.vw_args(namespaces.table)
+    args = replace(options, interactions=()).vw_args(namespaces.table)
+    expanded: list[str] = []
+    for spec in options.interactions:
+        if spec == ALL_PAIRS:
+            expanded.append("::")
+            continue
+        combinations = [""]
+        for name in spec.split("*"):
+            if name in GROUPS:
+                choices = sorted(i for i, role in namespaces.foreign_roles.items() if role == GROUPS[name])
+            else:
+                choices = [namespaces.table.index(name)]
+            combinations = [done + index for done in combinations for index in choices]
+        expanded += [c for c in combinations if c not in expanded]
+    for interaction in expanded:
+        args += ["--interactions", interaction]
+    return args
 
 
 class _Replay:
     """The learners and the per-event numbers each estimator needs."""
 
-    def __init__(self, candidates: Sequence[Candidate], table: NamespaceTable, seed: int) -> None:
+    def __init__(self, candidates: Sequence[Candidate], namespaces: LogNamespaces, seed: int) -> None:
         self.candidates = list(candidates)
         self.args: dict[str, list[str]] = {}
         self.learners: dict[str, vowpalwabbit.Workspace] = {}
         for candidate in candidates:
             if candidate.options is not None:
-                args = [*candidate.options.vw_args(table), "--dsjson", "--random_seed", str(seed)]
+                args = [*learner_args(candidate.options, namespaces), "--dsjson", "--random_seed", str(seed)]
                 self.args[candidate.label] = args
                 self.learners[candidate.label] = vowpalwabbit.Workspace(arg_list=args)
         self.reward_model = vowpalwabbit.Workspace(arg_list=[*REWARD_MODEL_ARGS, "--dsjson"])
@@ -219,8 +277,7 @@ def evaluate(
         raise EvaluationError(f"no such log file: {path}")
     references = [Candidate(LOGGED, None), Candidate(UNIFORM, None)]
     everyone = references + [c for c in candidates if c.label not in {LOGGED, UNIFORM}]
-    table = namespace_table(_first_namespaces(path), everyone)
-    replay = _Replay(everyone, table, seed)
+    replay = _Replay(everyone, log_namespaces(path, everyone), seed)
     bad: list[BadLine] = []
     bad_count = lines = 0
     stated: tuple[float, float] | None = None

@@ -7,8 +7,9 @@
 Keys, all optional (defaults are the service's):
 
 - every explorer: ``interactions`` (``*`` for all pairs, ``none``, or pairs/triples of namespace names
-  joined by ``+``: ``user*offer+situation*offer``), ``learning_rate`` (or ``lr``), ``power_t``, ``l2``,
-  ``bits``
+  joined by ``+``: ``user*offer+situation*offer``; ``_context`` and ``_actions`` stand for every context
+  or action namespace, and ``_context*_actions`` is the default), ``learning_rate`` (or ``lr``),
+  ``power_t``, ``l2``, ``bits``
 - squarecb: ``gamma_scale``; epsilon: ``epsilon``; regcb: ``mellowness``; bag: ``bag_size``,
   ``epsilon``; cover: ``cover_size``, ``psi``; softmax: ``lambda``
 

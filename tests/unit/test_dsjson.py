@@ -33,9 +33,9 @@ def test_a_good_event() -> None:
     assert event.reward_range is None and event.namespaces == {}
 
 
-def test_only_the_label_probability_known() -> None:
-    event = read_event(_line(a=None, p=None))
-    assert event.logged_pmf[1] == 0.6 and event.logged_pmf[0] == pytest.approx(0.4)
+def test_a_and_p_are_needed() -> None:
+    with pytest.raises(BadEvent, match="a and p"):
+        read_event(_line(a=None, p=None))
 
 
 @pytest.mark.parametrize(
@@ -91,8 +91,10 @@ def test_stored_lines_become_the_same_features(
     assert actions["!"] == {token(action_id): 1.0}
     for name, value in offer.items():
         if isinstance(value, bool):
-            assert (token(name) in actions.get("b", {})) is value
+            assert (token(name) in actions.get(table.indices["offer"], {})) is value
         elif isinstance(value, str):
-            assert actions["b"][f"{token(name)}={token(value)}"] == 1.0
+            assert actions[table.indices["offer"]][f"{token(name)}={token(value)}"] == 1.0
         else:
-            assert actions["b"][token(name)] == pytest.approx(value if abs(value) >= 1e-20 else 0.0, rel=1e-8)
+            assert actions[table.indices["offer"]][token(name)] == pytest.approx(
+                value if abs(value) >= 1e-20 else 0.0, rel=1e-8
+            )

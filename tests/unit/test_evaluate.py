@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from service.offline.evaluate import LOGGED, UNIFORM, Candidate, EvaluationError, evaluate
+from service.offline.evaluate import (
+    LOGGED,
+    UNIFORM,
+    Candidate,
+    EvaluationError,
+    evaluate,
+    learner_args,
+    log_namespaces,
+)
 from service.offline.spec import parse_spec
 
 PREFERRED = {"student": 0, "retiree": 2, "family": 3}
@@ -166,3 +174,30 @@ def test_bad_arguments_exit_2_with_a_reason(tmp_path: Path, args: list[str], mes
     _write(logs, 5)
     done = _kairos("evaluate", str(logs), *args)
     assert done.returncode == 2 and message in done.stderr
+
+
+def test_role_groups_expand_like_the_service_or_from_foreign_logs(tmp_path: Path) -> None:
+    kairos_logs = tmp_path / "kairos.dsjson"
+    _write(kairos_logs, 5)
+    default = Candidate("squarecb", parse_spec("squarecb"))  # interactions _context*_actions
+    namespaces = log_namespaces(kairos_logs, [default])
+    assert namespaces.foreign_roles is None
+    assert learner_args(parse_spec("squarecb"), namespaces) == parse_spec("squarecb").vw_args(namespaces.table)
+
+    foreign = tmp_path / "foreign.dsjson"
+    event = {
+        "_label_cost": -1.0,
+        "_label_probability": 0.5,
+        "_labelIndex": 0,
+        "a": [1, 2],
+        "p": [0.5, 0.5],
+        "c": {"User": {"tier": "gold"}, "Geo": {"city": "x"}, "_multi": [{"Offer": {"o": 1}}, {"Offer": {"o": 2}}]},
+    }
+    foreign.write_text(json.dumps(event) + "\n" + json.dumps(event) + "\n")
+    namespaces = log_namespaces(foreign, [default])
+    assert namespaces.foreign_roles == {"U": "context", "G": "context", "O": "action"}
+    args = learner_args(parse_spec("squarecb"), namespaces)
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--interactions"] == ["GO", "UO"]
+    named = learner_args(parse_spec("squarecb:interactions=User*Offer"), namespaces)
+    assert [named[i + 1] for i, a in enumerate(named) if a == "--interactions"] == ["UO"]
+    assert evaluate(foreign, [default]).events == 2
