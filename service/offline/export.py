@@ -37,10 +37,16 @@ class ExportProgress:
     still_open: int = 0  # reward window not closed yet: not exported
     expired: int = 0  # deferred and never activated (never shown): not exported
     missing_lines: int = 0  # action lines already dropped by retention
+    forgotten: int = 0  # their subject was forgotten (DeleteProfile): never exported
+    fallback: int = 0  # ranked by the fail-open fallback, not the model (which never learns them)
     last_ranked_ms: int = 0
 
     def describe(self) -> str:
         skipped = f"skipped {self.still_open} still open, {self.expired} expired (never activated)"
+        if self.forgotten:
+            skipped += f", {self.forgotten} of forgotten subjects"
+        if self.fallback:
+            skipped += f", {self.fallback} ranked by the fallback"
         if self.missing_lines:
             skipped += f", {self.missing_lines} whose actions retention removed"
         return f"exported {self.exported} events ({self.with_default_reward} with the default reward); {skipped}"
@@ -77,8 +83,10 @@ def export_pages(
     config = record.config
     namespaces = {index: name for name, index in record.namespaces.indices.items()}
     namespaces.update({index: name for name, index in RESERVED_NAMESPACES.items()})
-    # A sum of rewards may leave the range one reward must keep; then the logs state no range.
-    reward_range = (config.reward_min, config.reward_max) if config.aggregation == "first" else None
+    # A sum of rewards, or a reward times a business value, may leave the range one reward must keep;
+    # then the logs state no range.
+    plain = config.aggregation == "first" and not config.optimize_value
+    reward_range = (config.reward_min, config.reward_max) if plain else None
     after = struct.pack(">Q", since_ms)
     while True:
         page = _read_page(store, decision_point, after, until_ms)
@@ -87,15 +95,21 @@ def export_pages(
         after = page.keys[-1]
         events: list[str] = []
         for decision, lines in page.decisions:
-            if decision.state == EXPIRED:
+            if decision.forgotten:
+                done.forgotten += 1
+            elif decision.state == EXPIRED:
                 done.expired += 1
             elif decision.state != LEARNING:
                 done.still_open += 1
+            elif decision.fallback:
+                done.fallback += 1
             elif lines is None:
                 done.missing_lines += 1
             else:
                 default = decision.reward is None
                 reward = config.default_reward if decision.reward is None else decision.reward
+                if config.optimize_value:  # what the model learns (see DecisionPlane._close)
+                    reward *= decision.value
                 event = dsjson.event_json(
                     decision,
                     lines,
@@ -153,7 +167,7 @@ def _read_page(store: Store, decision_point: str, after: bytes, until_ms: int) -
                     if decision is None:  # removed by retention since the page was listed
                         continue
                     lines: list[str] | None = None
-                    if decision.state == LEARNING:
+                    if decision.state == LEARNING and not decision.forgotten:
                         try:
                             lines = store.lines_of(txn, decision)
                         except KeyError:

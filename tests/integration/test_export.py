@@ -16,6 +16,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from service._pb.kairos.v1 import admin_service_pb2 as apb
 from service._pb.kairos.v1 import decision_service_pb2 as dpb
+from service._pb.kairos.v1 import feature_service_pb2 as fpb
 from service._pb.kairos.v1 import types_pb2 as tpb
 from tests.helpers import group, offers
 from tests.server import RunningServer
@@ -252,3 +253,23 @@ def test_the_admin_rpc_passes_through_serving_workers(make_server: Callable[...,
     events, _, _ = _exported_over_grpc(server)
     assert len(events) == 5 and all(json.loads(e)["_kairos"]["decision_point"] == "offers" for e in events)
     assert server.stop() == 0
+
+
+def test_decisions_of_forgotten_subjects_are_not_exported(server: RunningServer, tmp_path: Path) -> None:
+    server.admin.CreateDecisionPoint(
+        apb.CreateDecisionPointRequest(
+            decision_point=tpb.DecisionPoint(name="offers", reward_wait=duration_pb2.Duration(nanos=100_000_000))
+        )
+    )
+    kept = _rank(server, "gold", subject_id="customer-1")
+    gone = [_rank(server, "gold", subject_id="customer-2") for _ in range(2)]
+    forgotten = server.features.DeleteProfile(fpb.DeleteProfileRequest(subject_id="customer-2"))
+    assert forgotten.decisions_forgotten == 2
+    time.sleep(0.8)
+    out = tmp_path / "offers.dsjson"
+    done = _kairos("export", "--decision-point", "offers", "--data-dir", str(server.data_dir), "-o", str(out))
+    assert done.returncode == 0 and "2 of forgotten subjects" in done.stderr
+    assert [json.loads(line)["EventId"] for line in out.read_text().splitlines()] == [kept.event_id]
+    assert all(g.event_id not in out.read_text() for g in gone)
+    events, _, _ = _exported_over_grpc(server)
+    assert [json.loads(e)["EventId"] for e in events] == [kept.event_id]
