@@ -4,6 +4,7 @@
   explorers  explorers and interactions side by side on a simulated customer base (in-process)
   drift      real-time learning (Kairos over gRPC) against a stale batch score, with a drift halfway
   digits     scikit-learn's digits as a contextual bandit: Kairos over gRPC against raw Vowpal Wabbit
+  estimators coverage and error of the off-policy estimators (IPS, SNIPS, DR) on simulated logs
 
 Each benchmark starts its own `kairos serve` (port 0, temporary data directory) where it needs one,
 and writes NAME.json (and NAME.png when matplotlib is installed: pip install -e '.[bench]') into
@@ -29,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-NAMES = ("load", "explorers", "drift", "digits")
+NAMES = ("load", "explorers", "drift", "digits", "estimators")
 
 
 def log(message: str) -> None:
@@ -50,6 +51,10 @@ def _entry(name: str) -> Callable[[list[str]], int]:
         from benchmarks import drift
 
         return drift.main
+    if name == "estimators":
+        from benchmarks import estimators
+
+        return estimators.main
     from benchmarks import digits
 
     return digits.main
@@ -85,6 +90,13 @@ def headline(name: str, out: Path) -> str:
             f"after the drift, Kairos defaults {k['vs_batch']:.2f}x the stale batch, {k['vs_ceiling']:.0%} of the "
             f"full-information ceiling, {k['vs_oracle']:.0%} of the oracle; context x action setting "
             f"{t['vs_batch']:.2f}x batch, {t['vs_ceiling']:.0%} of the ceiling"
+        )
+    if name == "estimators":
+        rows = data["results"]
+        return (
+            f"{data['seeds']} seeds: coverage of 95% intervals "
+            + ", ".join(f"{n} {r['coverage']:.1%}" for n, r in rows.items())
+            + f"; RMSE DR (good model) {rows['dr_good']['rmse']:.4f} vs IPS {rows['ips']['rmse']:.4f}"
         )
     return (
         f"Kairos over gRPC {data['kairos_vs_best_raw_vw']:.3f}x the best raw VW ({data['best_raw_vw']}) with its "

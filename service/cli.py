@@ -10,6 +10,7 @@ from typing import Any
 
 from service import config_file, log_setup
 from service import settings as settings_module
+from service.offline import cli as offline_cli
 from service.settings import Settings
 
 DESCRIPTION = """\
@@ -24,6 +25,9 @@ Kairos: real-time next-best-action decisions over gRPC.
   kairos import-profiles FILE        bulk-load profiles (JSON Lines, or CSV by extension)
   kairos rank-batch --decision-point DP FILE
                                      rank the catalog for each subject of FILE (outbound campaigns)
+  kairos export --decision-point N   write a decision point's logged decisions as VW DSJSON
+  kairos evaluate LOGS --policy SPEC estimate how other learner configurations would have done
+  kairos tune LOGS --current SPEC    recommend a configuration only when it is clearly better
 
 Every serve flag can also be set as an environment variable KAIROS_<NAME>
 (for example KAIROS_DATA_DIR=/data) or in the config file's [server] table.
@@ -284,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     given = sys.argv[1:] if argv is None else argv
     if given[:1] == ["bench"]:
         return _bench(given[1:])
+    offline_cli.add_parsers(sub)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -300,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         return _import_profiles(args)
     if args.command == "rank-batch":
         return _rank_batch(args)
+    if args.command in offline_cli.COMMANDS:
+        return offline_cli.run(args)
     overrides = {k: v for k, v in vars(args).items() if k != "command"}
     try:
         config = None

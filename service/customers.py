@@ -183,6 +183,7 @@ class CustomerContext:
                 decision = self.store.get_decision(txn, dp, event_id)
                 if decision is not None and decision.subject_id == subject_id:
                     decision.subject_id = ""
+                    decision.forgotten = True
                     self.store.put_decision(txn, dp, decision)
                     forgotten += 1
                 self.store.drop_subject_event(txn, key)

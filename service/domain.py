@@ -136,6 +136,8 @@ class Decision:
     # Why the model did not choose (a fallback ranking was given); empty when it did. Never learned.
     fallback: str = ""
     value: float = 1.0  # the shown action's business value (decision points that optimise value)
+    # Its subject was forgotten (DeleteProfile): the model keeps what it learned, exports leave it out.
+    forgotten: bool = False
 
     @property
     def chosen(self) -> int:
@@ -172,6 +174,7 @@ class Decision:
                 self.subject_id,
                 self.fallback,
                 self.value,
+                self.forgotten,
             ],
             separators=(",", ":"),
             ensure_ascii=False,

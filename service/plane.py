@@ -19,7 +19,7 @@ import shutil
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -59,6 +59,7 @@ from service.domain import (
 from service.errors import Code, KairosError, failed_precondition, invalid, not_found
 from service.learning import models
 from service.learning.models import ModelState, now_ms
+from service.offline.export import NO_END, ExportProgress, export_pages
 from service.store.lmdb_store import DAY_MS, CheckpointMeta, JournalEntry, Store, Txn
 
 log = structlog.get_logger(__name__)
@@ -777,6 +778,16 @@ class DecisionPlane:
     def export_model(self, name: str) -> tuple[bytes, str]:
         state = self._state(name)
         return state.policy.to_bytes(), state.model_version
+
+    def export_decisions(
+        self, name: str, progress: ExportProgress, since_ms: int = 0, until_ms: int = NO_END
+    ) -> Iterator[list[str]]:
+        """Closed decisions as DSJSON events, a page at a time (see service.offline.export). The pages read
+        LMDB in their own short transactions, so the caller may pull them from another thread."""
+        self._state(name)
+        if until_ms <= since_ms:
+            raise invalid("INVALID_TIME_RANGE", "until must be later than since")
+        return export_pages(self.store, name, progress, since_ms=since_ms, until_ms=until_ms)
 
     def _counters(self, name: str) -> dict[str, int]:
         with self.store.read() as txn:

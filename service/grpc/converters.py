@@ -28,6 +28,7 @@ from service._pb.kairos.v1 import types_pb2 as types_pb
 from service.audit import AuditRecord
 from service.domain import DEFAULT_REWARD_WAIT_MS, CatalogEntry, DecisionPointConfig, DecisionPointRecord
 from service.errors import invalid
+from service.offline.export import NO_END
 from service.plane import RankInput, RankOutput, Stats
 from service.store.lmdb_store import CheckpointMeta
 
@@ -218,6 +219,16 @@ def exploration_pb(explorer: Explorer) -> types_pb.Exploration:
     softmax = types_pb.Softmax()
     setattr(softmax, "lambda", explorer.softmax_lambda)
     return types_pb.Exploration(softmax=softmax)
+
+
+def learning_pb(learner: LearnerOptions) -> types_pb.LearningOptions:
+    return types_pb.LearningOptions(
+        interactions=list(learner.interactions),
+        learning_rate=learner.learning_rate,
+        power_t=learner.power_t,
+        bits=learner.bits,
+        l2=learner.l2,
+    )
 
 
 def decision_point_pb(record: DecisionPointRecord) -> types_pb.DecisionPoint:
@@ -480,3 +491,12 @@ def exposure_pb(exposure: Exposure, now_ms: int) -> feature_pb.Exposure:
         shown_time=_timestamp(exposure.shown_ms),
         outcome=_OUTCOMES[outcome],
     )
+
+
+def export_window(request: admin_pb.ExportDecisionsRequest) -> tuple[int, int]:
+    """(since, until) in epoch milliseconds; unset bounds mean the start and no end."""
+    since = request.since.ToMilliseconds() if request.HasField("since") else 0
+    until = request.until.ToMilliseconds() if request.HasField("until") else NO_END
+    if since < 0 or until < 0:
+        raise invalid("INVALID_TIME_RANGE", "since and until must not be before 1970")
+    return since, until

@@ -17,7 +17,7 @@ from service._pb.kairos.v1 import (
 )
 from service.errors import KairosError
 from service.grpc import auth, converters
-from service.grpc.servicers import ForwardedError, rank_deadline, ranked, rpc
+from service.grpc.servicers import ForwardedError, rank_deadline, ranked, rpc, rpc_stream
 from service.plane import DecisionPlane
 from service.replica import Replica
 
@@ -33,6 +33,18 @@ async def forward(call: Callable[..., Awaitable[Any]], request: Any, context: gr
     remaining = context.time_remaining()
     try:
         return await call(request, timeout=remaining if remaining is not None else 30.0, metadata=_passed_on(context))
+    except grpc.aio.AioRpcError as err:
+        trailers = tuple(err.trailing_metadata() or ())
+        raise ForwardedError(err.code(), err.details() or "", trailers) from None
+
+
+async def forward_stream(
+    call: Callable[..., Any], request: Any, context: grpc.aio.ServicerContext
+) -> AsyncIterator[Any]:
+    """Pass a server-streaming call through, response by response (no deadline unless the caller set one)."""
+    try:
+        async for response in call(request, timeout=context.time_remaining(), metadata=_passed_on(context)):
+            yield response
     except grpc.aio.AioRpcError as err:
         trailers = tuple(err.trailing_metadata() or ())
         raise ForwardedError(err.code(), err.details() or "", trailers) from None
@@ -114,6 +126,13 @@ def _forwarding_servicer(module: Any, service: str, grpc_module: Any, ready: Cal
 
             return rpc(name)(handler)
 
-        methods[method.name] = make(method.name)
+        def make_stream(name: str) -> Any:
+            async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                async for response in forward_stream(getattr(stub, name), request, context):
+                    yield response
+
+            return rpc_stream(name)(handler)
+
+        methods[method.name] = make_stream(method.name) if method.server_streaming else make(method.name)
     cls = type(f"Forwarding{service}Servicer", (getattr(grpc_module, f"{service}Servicer"),), methods)
     return cls()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import time
@@ -22,6 +23,7 @@ from service.domain import DecisionPointRecord
 from service.errors import Code, KairosError, invalid
 from service.grpc import auth, converters
 from service.grpc.errors import status_of
+from service.offline.export import ExportProgress
 from service.plane import DecisionPlane, RankOutput
 from service.version import VERSION
 
@@ -108,6 +110,37 @@ def rank_stream_response(plane: DecisionPlane, request: decision_pb.RankRequest)
             error_message="internal error; the server log has the details",
             subject_id=request.subject_id,
         )
+
+
+def rpc_stream(
+    method: str,
+) -> Callable[
+    [Callable[[Any, Request, Any], AsyncIterator[Response]]], Callable[[Any, Request, Any], AsyncIterator[Response]]
+]:
+    """``rpc`` for server-streaming handlers (async generators)."""
+
+    def decorate(
+        handler: Callable[[Any, Request, Any], AsyncIterator[Response]],
+    ) -> Callable[[Any, Request, Any], AsyncIterator[Response]]:
+        @functools.wraps(handler)
+        async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> AsyncIterator[Response]:
+            try:
+                if not self.ready():
+                    raise KairosError(Code.UNAVAILABLE, "NOT_READY", "Kairos is starting or stopping; retry shortly")
+                async for response in handler(self, request, context):
+                    yield response
+            except KairosError as error:
+                code, message, trailers = status_of(error)
+                await context.abort(code, message, trailing_metadata=trailers)
+            except ForwardedError as error:
+                await context.abort(error.code, error.details, trailing_metadata=error.trailers)
+            except Exception:
+                log.exception("rpc_failed", method=method)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
+
+        return wrapper
+
+    return decorate
 
 
 class _Base:
@@ -253,6 +286,23 @@ class AdminServicer(_Base, admin_grpc.AdminServiceServicer):
         )
         return admin_pb.RollbackModelResponse(model_version=version, dropped_events=dropped)
 
+    @rpc_stream("ExportDecisions")
+    async def ExportDecisions(
+        self, request: admin_pb.ExportDecisionsRequest, context: Any
+    ) -> AsyncIterator[admin_pb.ExportDecisionsResponse]:
+        progress = ExportProgress()
+        since, until = converters.export_window(request)
+        pages = self.plane.export_decisions(request.decision_point, progress, since, until)
+        loop = asyncio.get_running_loop()
+        while True:
+            # Each page is read and encoded off the event loop, so Rank is not held up by a long export.
+            page = await loop.run_in_executor(None, next, pages, None)
+            if page is None:
+                return
+            if page:
+                yield admin_pb.ExportDecisionsResponse(
+                    events=page, still_open=progress.still_open, expired=progress.expired
+                )
 
 class FeatureServicer(_Base, feature_grpc.FeatureServiceServicer):
     """Catalog changes and forgetting are audited like AdminService changes; profile and behaviour writes

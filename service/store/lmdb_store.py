@@ -313,6 +313,22 @@ class Store:
                 found.append((key, dp, event.decode()))
         return found
 
+    def ranked_page(self, txn: Txn, after_key: bytes, until_ms: int, limit: int) -> list[tuple[bytes, str, str]]:
+        """Up to ``limit`` decisions of every decision point ranked before ``until_ms``, in ranking order,
+        starting after the ``by_time`` key ``after_key`` (``b""``: from the start): (key, dp, event id)."""
+        found: list[tuple[bytes, str, str]] = []
+        with txn.cursor(db=self.db["by_time"]) as cursor:
+            if not cursor.set_range(after_key):
+                return found
+            for key in cursor.iternext(values=False):
+                if key == after_key:
+                    continue
+                if _U64.unpack(key[:8])[0] >= until_ms or len(found) >= limit:
+                    break
+                dp, event = _split_dp(key[8:])
+                found.append((key, dp, event.decode()))
+        return found
+
     def forget_decision(self, txn: Txn, time_key: bytes, dp: str, event_id: str) -> None:
         txn.delete(_dp(dp) + event_id.encode(), db=self.db["events"])
         txn.delete(time_key, db=self.db["by_time"])

@@ -53,3 +53,12 @@ def test_kairos_bench_is_the_runner(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["bench", "--help"])
     assert exit_info.value.code == 0
     assert "python -m benchmarks" in capsys.readouterr().out
+
+
+def test_the_estimator_benchmark_has_a_headline(tmp_path: Path) -> None:
+    from benchmarks import estimators
+
+    estimators.main(["--seeds", "20", "--events", "300", "--out", str(tmp_path)])
+    line = runner.headline("estimators", tmp_path)
+    assert line.startswith("20 seeds: coverage of 95% intervals ips ") and "RMSE DR (good model)" in line
+    assert "estimators" in runner.NAMES

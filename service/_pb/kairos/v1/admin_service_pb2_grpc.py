@@ -96,6 +96,11 @@ class AdminServiceStub:
                 request_serializer=kairos_dot_v1_dot_admin__service__pb2.RollbackModelRequest.SerializeToString,
                 response_deserializer=kairos_dot_v1_dot_admin__service__pb2.RollbackModelResponse.FromString,
                 _registered_method=True)
+        self.ExportDecisions = channel.unary_stream(
+                '/kairos.v1.AdminService/ExportDecisions',
+                request_serializer=kairos_dot_v1_dot_admin__service__pb2.ExportDecisionsRequest.SerializeToString,
+                response_deserializer=kairos_dot_v1_dot_admin__service__pb2.ExportDecisionsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -183,6 +188,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportDecisions(self, request, context):
+        """A decision point's closed decisions joined with their rewards, as VW DSJSON events in ranking order
+        (what `kairos export` writes), streamed in pages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -245,6 +258,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RollbackModel,
                     request_deserializer=kairos_dot_v1_dot_admin__service__pb2.RollbackModelRequest.FromString,
                     response_serializer=kairos_dot_v1_dot_admin__service__pb2.RollbackModelResponse.SerializeToString,
+            ),
+            'ExportDecisions': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportDecisions,
+                    request_deserializer=kairos_dot_v1_dot_admin__service__pb2.ExportDecisionsRequest.FromString,
+                    response_serializer=kairos_dot_v1_dot_admin__service__pb2.ExportDecisionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -572,6 +590,33 @@ class AdminService:
             '/kairos.v1.AdminService/RollbackModel',
             kairos_dot_v1_dot_admin__service__pb2.RollbackModelRequest.SerializeToString,
             kairos_dot_v1_dot_admin__service__pb2.RollbackModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportDecisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/kairos.v1.AdminService/ExportDecisions',
+            kairos_dot_v1_dot_admin__service__pb2.ExportDecisionsRequest.SerializeToString,
+            kairos_dot_v1_dot_admin__service__pb2.ExportDecisionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,6 +56,10 @@ class AdminServiceStub:
     """Serve and learn on from an earlier checkpoint. Events learned after it are dropped from the
     model for good (a restart does not replay them); their rewards stay counted in the stats.
     """
+    ExportDecisions: _grpc.UnaryStreamMultiCallable[_admin_service_pb2.ExportDecisionsRequest, _admin_service_pb2.ExportDecisionsResponse]
+    """A decision point's closed decisions joined with their rewards, as VW DSJSON events in ranking order
+    (what `kairos export` writes), streamed in pages.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -83,6 +87,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     RollbackModel: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.RollbackModelRequest, _admin_service_pb2.RollbackModelResponse]  # type: ignore[assignment]
     """Serve and learn on from an earlier checkpoint. Events learned after it are dropped from the
     model for good (a restart does not replay them); their rewards stay counted in the stats.
+    """
+    ExportDecisions: _aio.UnaryStreamMultiCallable[_admin_service_pb2.ExportDecisionsRequest, _admin_service_pb2.ExportDecisionsResponse]  # type: ignore[assignment]
+    """A decision point's closed decisions joined with their rewards, as VW DSJSON events in ranking order
+    (what `kairos export` writes), streamed in pages.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -180,6 +188,16 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_service_pb2.RollbackModelResponse, _abc.Awaitable[_admin_service_pb2.RollbackModelResponse]]:
         """Serve and learn on from an earlier checkpoint. Events learned after it are dropped from the
         model for good (a restart does not replay them); their rewards stay counted in the stats.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportDecisions(
+        self,
+        request: _admin_service_pb2.ExportDecisionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_admin_service_pb2.ExportDecisionsResponse], _abc.AsyncIterator[_admin_service_pb2.ExportDecisionsResponse]]:
+        """A decision point's closed decisions joined with their rewards, as VW DSJSON events in ranking order
+        (what `kairos export` writes), streamed in pages.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

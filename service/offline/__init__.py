@@ -1,0 +1,1 @@
+"""Offline tooling: export of logged decisions, counterfactual evaluation of learner configurations."""
