@@ -495,7 +495,7 @@ TUNED = LearnerOptions(Explorer("square_cb", gamma_scale=10), CONTEXT_X_ACTION, 
 def settings(quick: bool) -> list[tuple[str, LearnerOptions]]:
     every = ("*",)
     squarecb = Explorer("square_cb", gamma_scale=10)
-    default = ("default: squarecb g=10, all pairs, lr 0.5, power_t 0.5", LearnerOptions())
+    default = ("default: squarecb g=10, context x actions, lr 1.0, power_t 0.5", LearnerOptions())
     tuned = ("squarecb g=10, context x action, lr 1.0", TUNED)
     if quick:
         return [default, tuned]
