@@ -1025,6 +1025,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--quiet-wait", type=float, default=300.0, help="wait at most this long for quiet before a step (default 300)"
     )
     parser.add_argument(
+        "--max-p99-ms",
+        type=float,
+        default=None,
+        help="exit 1 if a Rank step has errors or a p99 above this (CI's generous regression margin)",
+    )
+    parser.add_argument(
         "--server-cpus",
         type=_cpus,
         default=None,
@@ -1109,7 +1115,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if plot(results, args.out / "load.png"):
         wrote.append(str(args.out / "load.png"))
     log(f"wrote {', '.join(wrote)}")
-    return 0
+    return 1 if args.max_p99_ms is not None and not within_limits(results, args.max_p99_ms) else 0
+
+
+def within_limits(results: Sequence[StepResult], max_p99_ms: float) -> bool:
+    """CI's regression check: every Rank step answered without errors and with p99 under the margin."""
+    ok = True
+    for r in results:
+        if r.kind == "rank" and (r.errors or r.reward_errors or r.p99_ms is None or r.p99_ms > max_p99_ms):
+            log(f"FAIL: Rank at {r.offered_rate:g}/s: p99 {r.p99_ms} ms (limit {max_p99_ms:g}), errors {r.errors}")
+            ok = False
+    return ok
 
 
 if __name__ == "__main__":
