@@ -343,10 +343,9 @@ def import_profiles(data_dir: Path, path: Path, map_size_mb: int) -> float:
     env = {**os.environ, "KAIROS_MAP_SIZE_MB": str(map_size_mb)}
     log(f"importing profiles: {' '.join(command)}")
     started = time.monotonic()
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL)  # its progress goes to our stderr
     if done.returncode != 0:
-        raise RuntimeError(f"import-profiles failed ({done.returncode}): {done.stderr[-2000:]}")
-    log(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "import finished")
+        raise RuntimeError(f"import-profiles failed with exit code {done.returncode} (its message is above)")
     return time.monotonic() - started
 
 
@@ -401,7 +400,7 @@ def summarise(samples: Sequence[Sample], warmup_s: float) -> dict[str, Any]:
 
 
 def stats_dict(stats: Sequence[apb.DecisionPointStats]) -> dict[str, Any]:
-    per_dp = {
+    per_dp: dict[str, dict[str, Any]] = {
         s.decision_point: {
             "ranks": s.ranks,
             "rewards": s.rewards,
@@ -413,7 +412,9 @@ def stats_dict(stats: Sequence[apb.DecisionPointStats]) -> dict[str, Any]:
         }
         for s in stats
     }
-    totals = {k: sum(v[k] for v in per_dp.values()) for k in ("ranks", "rewards", "learned", "default_rewards")}
+    totals: dict[str, int] = {
+        k: sum(v[k] for v in per_dp.values()) for k in ("ranks", "rewards", "learned", "default_rewards")
+    }
     totals["backlog"] = sum(v["backlog"] for v in per_dp.values())
     totals["open_events"] = sum(v["open_events"] for v in per_dp.values())
     return {"total": totals, "per_decision_point": per_dp}
