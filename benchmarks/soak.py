@@ -48,6 +48,7 @@ import grpc
 import numpy as np
 from google.protobuf import duration_pb2
 
+from benchmarks import memtrace
 from benchmarks.load import build_catalog, machine, running_server, server_command, source
 from service._pb.kairos.v1 import admin_service_pb2 as apb
 from service._pb.kairos.v1 import admin_service_pb2_grpc as agrpc
@@ -420,7 +421,15 @@ def stats_dict(stats: Sequence[apb.DecisionPointStats]) -> dict[str, Any]:
     return {"total": totals, "per_decision_point": per_dp}
 
 
-async def soak(args: argparse.Namespace, pid: int, port: int, data_dir: Path, profiles_path: Path) -> dict[str, Any]:
+async def _snapshot_after(folder: Path, name: str, delay_s: float) -> bool:
+    await asyncio.sleep(delay_s)
+    log(f"memory trace: snapshot {name!r}")
+    return await asyncio.to_thread(memtrace.request_snapshot, folder, name)
+
+
+async def soak(
+    args: argparse.Namespace, pid: int, port: int, data_dir: Path, profiles_path: Path, trace: Path | None
+) -> dict[str, Any]:
     names = decision_point_names(args.decision_points)
     client = SoakClient(f"127.0.0.1:{port}", args.channels, names, args)
     try:
@@ -436,7 +445,11 @@ async def soak(args: argparse.Namespace, pid: int, port: int, data_dir: Path, pr
             sampler(client, pid, data_dir / "lmdb" / "data.mdb", start, args.sample_every_s, samples)
         )
         log(f"soak: {args.rate:g} Rank/s for {args.duration:g} s ({args.warmup:g} s of warm-up)")
+        first_snapshot = asyncio.create_task(_snapshot_after(trace, "start", args.warmup)) if trace else None
         await client.run(args.duration)
+        traced = None
+        if trace and first_snapshot and await first_snapshot and await _snapshot_after(trace, "end", 0):
+            traced = memtrace.growth(trace, "start", "end")
         end_stats = await client.stats()  # backlog at the end of the traffic
         task.cancel()
         samples.append(
@@ -480,6 +493,7 @@ async def soak(args: argparse.Namespace, pid: int, port: int, data_dir: Path, pr
         "stats_at_end": stats_dict(end_stats),
         "stats_after_drain": stats_dict(drained_stats),
         "samples": [asdict(s) for s in samples],
+        **({"memory_trace": traced} if trace else {}),
     }
 
 
@@ -563,6 +577,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--map-size-mb", type=int, default=4096, help="LMDB map size of server and import")
     parser.add_argument("--timeout-s", type=float, default=10.0, help="deadline of each call")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--trace-memory",
+        action="store_true",
+        help="run the server under tracemalloc and report which source lines and object types grew between "
+        "the end of the warm-up and the end (slows the server; for finding what grows)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for soak.json/png")
     args = parser.parse_args(argv)
     args.profiles = args.profiles if args.profiles is not None else (20_000 if args.quick else 1_000_000)
@@ -587,8 +607,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_profiles(profiles_path, args.profiles, args.seed)
         server_args = ["--no-demo", "--data-dir", str(data_dir), "--map-size-mb", str(args.map_size_mb)]
         server_args += ["--workers", str(args.workers)]
-        with running_server(server_args, None) as (process, port):
-            result = asyncio.run(soak(args, process.pid, port, data_dir, profiles_path))
+        trace = Path(tmp) / "memtrace" if args.trace_memory else None
+        prefix = [sys.executable, memtrace.__file__, str(trace)] if trace else None
+        with running_server(server_args, None, prefix) as (process, port):
+            result = asyncio.run(soak(args, process.pid, port, data_dir, profiles_path, trace))
     config = {
         k: getattr(args, k)
         for k in ("profiles", "duration", "warmup", "rate", "reward_share", "decision_points", "reward_wait_s")
@@ -600,6 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "actions_per_rank": 24,
         "catalog_size": 200,
         "channels": args.channels,
+        "trace_memory": args.trace_memory,
         "seed": args.seed,
     }
     report = {

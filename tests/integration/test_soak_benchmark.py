@@ -65,3 +65,18 @@ def test_a_profile_has_fifteen_features_in_two_or_three_namespaces() -> None:
 def test_memory_of_a_process_tree_is_read_from_proc() -> None:
     mine = soak.tree_memory_kb(os.getpid())
     assert mine["RssAnon"] > 0 and mine["VmRSS"] >= mine["RssAnon"]
+
+
+def test_a_traced_soak_reports_what_grew_between_the_warm_up_and_the_end(tmp_path: Path) -> None:
+    args = ["--profiles", "100", "--duration", "3", "--warmup", "1", "--sample-every-s", "1", "--rate", "30"]
+    args += ["--decision-points", "1", "--reward-wait-s", "1", "--trace-memory", "--out", str(tmp_path)]
+    assert soak.main(args) == 0
+    report = json.loads((tmp_path / "soak.json").read_text())
+    assert report["config"]["trace_memory"] is True and report["traffic"]["errors"] == 0
+    trace = report["memory_trace"]
+    assert trace["traced_mb_before"] > 0 and trace["traced_mb_after"] > 0
+    assert trace["objects_before"] > 0 and trace["objects_after"] > 0
+    assert trace["top_growth_by_traceback"] and all(
+        " <- " in entry["where"] for entry in trace["top_growth_by_traceback"]
+    )
+    assert trace["top_growth_by_type"] and "memtrace" not in json.dumps(trace["top_growth_by_traceback"])
