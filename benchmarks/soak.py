@@ -34,6 +34,7 @@ import collections
 import json
 import os
 import random
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -224,6 +225,7 @@ class Traffic:
     sent: int = 0
     ok: int = 0
     latencies: list[float] = field(default_factory=list)  # seconds from due time, OK Ranks
+    due_s: list[float] = field(default_factory=list)  # each OK Rank's due time, seconds after the start
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
     error_examples: dict[str, str] = field(default_factory=dict)
     rewards_sent: int = 0
@@ -261,6 +263,7 @@ class SoakClient:
         self.actions = action_pool(random.Random(args.seed + 2), build_catalog(random.Random(args.seed), 200), 24, 500)
         self.traffic = Traffic()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.started = 0.0
 
     async def ready(self) -> None:
         await asyncio.gather(*(asyncio.wait_for(ch.channel_ready(), 30) for ch in self.channels))
@@ -304,6 +307,7 @@ class SoakClient:
             return
         self.traffic.ok += 1
         self.traffic.latencies.append(time.perf_counter() - due)
+        self.traffic.due_s.append(due - self.started)
         if not rewarded:
             return
         self.traffic.rewards_sent += 1
@@ -319,6 +323,7 @@ class SoakClient:
     async def run(self, duration_s: float) -> None:
         """Launch Rank i at start + i / rate whether or not earlier calls have completed (open loop)."""
         rate, start = self.args.rate, time.perf_counter()
+        self.started = start
         total = int(duration_s * rate)
         for index in range(total):
             due = start + index / rate
@@ -371,6 +376,27 @@ async def sampler(
 
 def _ms(values: Sequence[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)) * 1000, 3) if values else None
+
+
+def latency_timeline(traffic: Traffic, every_s: float) -> list[dict[str, float | int | None]]:
+    """Rank latency per interval of due times: when the slow calls were due (stalls show up as spikes)."""
+    if not traffic.latencies:
+        return []
+    buckets = (np.asarray(traffic.due_s) // every_s).astype(int)
+    latencies = np.asarray(traffic.latencies)
+    rows: list[dict[str, float | int | None]] = []
+    for bucket in range(int(buckets.max()) + 1):
+        window = latencies[buckets == bucket].tolist()
+        rows.append(
+            {
+                "t_s": round(bucket * every_s, 1),
+                "calls": len(window),
+                "p50_ms": _ms(window, 50),
+                "p99_ms": _ms(window, 99),
+                "max_ms": _ms(window, 100),
+            }
+        )
+    return rows
 
 
 def summarise(samples: Sequence[Sample], warmup_s: float) -> dict[str, Any]:
@@ -489,6 +515,7 @@ async def soak(
             "reward_errors_by_code": dict(traffic.reward_errors),
             "reward_p50_ms": _ms(traffic.reward_latencies, 50),
             "reward_p99_ms": _ms(traffic.reward_latencies, 99),
+            "rank_timeline": latency_timeline(traffic, args.sample_every_s),
         },
         "stats_at_end": stats_dict(end_stats),
         "stats_after_drain": stats_dict(drained_stats),
@@ -507,12 +534,21 @@ def plot(report: dict[str, Any], path: Path) -> bool:
         return False
     samples = report["samples"]
     minutes = [s["t_s"] / 60 for s in samples]
-    fig, (mem, disk) = plt.subplots(1, 2, figsize=(13, 4.8))
+    fig, (mem, disk, latency) = plt.subplots(1, 3, figsize=(18, 4.8))
     mem.plot(minutes, [s["rss_anon_mb"] for s in samples], label="RssAnon (Kairos's own memory)", color="C0")
     mem.plot(minutes, [s["rss_file_mb"] for s in samples], label="RssFile (mapped LMDB pages)", color="C1")
     mem.axhline(RSS_ANON_TARGET_MB, color="grey", linestyle=":", linewidth=1, label="RssAnon target")
     disk.plot(minutes, [s["lmdb_file_mb"] for s in samples], label="data.mdb size", color="C2")
     disk.plot(minutes, [s["lmdb_allocated_mb"] for s in samples], label="data.mdb on disk", color="C3", linestyle="--")
+    timeline = [row for row in report["traffic"]["rank_timeline"] if row["p99_ms"] is not None]
+    latency.plot([r["t_s"] / 60 for r in timeline], [r["p50_ms"] for r in timeline], label="Rank p50", color="C0")
+    latency.plot([r["t_s"] / 60 for r in timeline], [r["p99_ms"] for r in timeline], label="Rank p99", color="C3")
+    latency.set_yscale("log")
+    latency.set_title(f"Rank latency per {report['config']['sample_every_s']:g} s (by scheduled send)")
+    latency.set_xlabel("minutes of traffic")
+    latency.set_ylabel("ms")
+    latency.grid(True, which="both", alpha=0.3)
+    latency.legend(fontsize=8)
     warmup = report["config"]["warmup_s"] / 60
     for ax, ylabel in ((mem, "MB (server process tree)"), (disk, "MB")):
         ax.axvline(warmup, color="grey", linestyle="--", linewidth=1)
@@ -577,6 +613,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--map-size-mb", type=int, default=4096, help="LMDB map size of server and import")
     parser.add_argument("--timeout-s", type=float, default=10.0, help="deadline of each call")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--server-args", default="", help="more kairos serve flags, e.g. '--checkpoint-interval-s 600'")
     parser.add_argument(
         "--trace-memory",
         action="store_true",
@@ -606,7 +643,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"writing {args.profiles:,} profiles to {profiles_path.name}")
         write_profiles(profiles_path, args.profiles, args.seed)
         server_args = ["--no-demo", "--data-dir", str(data_dir), "--map-size-mb", str(args.map_size_mb)]
-        server_args += ["--workers", str(args.workers)]
+        server_args += ["--workers", str(args.workers), *shlex.split(args.server_args)]
         trace = Path(tmp) / "memtrace" if args.trace_memory else None
         prefix = [sys.executable, memtrace.__file__, str(trace)] if trace else None
         with running_server(server_args, None, prefix) as (process, port):
@@ -623,6 +660,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "catalog_size": 200,
         "channels": args.channels,
         "trace_memory": args.trace_memory,
+        "server_args": args.server_args,
         "seed": args.seed,
     }
     report = {
