@@ -540,7 +540,7 @@ def plot(report: dict[str, Any], path: Path) -> bool:
     mem.axhline(RSS_ANON_TARGET_MB, color="grey", linestyle=":", linewidth=1, label="RssAnon target")
     disk.plot(minutes, [s["lmdb_file_mb"] for s in samples], label="data.mdb size", color="C2")
     disk.plot(minutes, [s["lmdb_allocated_mb"] for s in samples], label="data.mdb on disk", color="C3", linestyle="--")
-    timeline = [row for row in report["traffic"]["rank_timeline"] if row["p99_ms"] is not None]
+    timeline = [row for row in report["traffic"].get("rank_timeline", []) if row["p99_ms"] is not None]
     latency.plot([r["t_s"] / 60 for r in timeline], [r["p50_ms"] for r in timeline], label="Rank p50", color="C0")
     latency.plot([r["t_s"] / 60 for r in timeline], [r["p99_ms"] for r in timeline], label="Rank p99", color="C3")
     latency.set_yscale("log")
@@ -637,7 +637,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    started = datetime.now(UTC)
+    started, code = datetime.now(UTC), source()  # the code the server starts with, not what is there at the end
     with tempfile.TemporaryDirectory(prefix="kairos-soak-") as tmp:
         profiles_path, data_dir = Path(tmp) / "profiles.jsonl", Path(tmp) / "data"
         log(f"writing {args.profiles:,} profiles to {profiles_path.name}")
@@ -668,7 +668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "date": started.isoformat(timespec="seconds"),
         "command": "python -m benchmarks.soak " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": machine(),
-        "source": source(),
+        "source": code,
         "config": config,
         **result,
     }
