@@ -5,6 +5,8 @@
   drift      real-time learning (Kairos over gRPC) against a stale batch score, with a drift halfway
   digits     scikit-learn's digits as a contextual bandit: Kairos over gRPC against raw Vowpal Wabbit
   estimators coverage and error of the off-policy estimators (IPS, SNIPS, DR) on simulated logs
+  soak       server memory over 10 minutes of steady traffic with a million stored profiles (only with
+             --only soak: it is long, and run by hand)
 
 Each benchmark starts its own `kairos serve` (port 0, temporary data directory) where it needs one,
 and writes NAME.json (and NAME.png when matplotlib is installed: pip install -e '.[bench]') into
@@ -30,7 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-NAMES = ("load", "explorers", "drift", "digits", "estimators")
+NAMES = ("load", "explorers", "drift", "digits", "estimators", "soak")
+DEFAULT_NAMES = tuple(name for name in NAMES if name != "soak")  # the soak runs only when asked for
 
 
 def log(message: str) -> None:
@@ -55,6 +58,10 @@ def _entry(name: str) -> Callable[[list[str]], int]:
         from benchmarks import estimators
 
         return estimators.main
+    if name == "soak":
+        from benchmarks import soak
+
+        return soak.main
     from benchmarks import digits
 
     return digits.main
@@ -91,6 +98,13 @@ def headline(name: str, out: Path) -> str:
             f"full-information ceiling, {k['vs_oracle']:.0%} of the oracle; context x action setting "
             f"{t['vs_batch']:.2f}x batch, {t['vs_ceiling']:.0%} of the ceiling"
         )
+    if name == "soak":
+        anon, t = data["summary"]["rss_anon_mb"], data["traffic"]
+        return (
+            f"RssAnon {anon['start']:.0f} -> {anon['end']:.0f} MB (max {anon['max']:.0f} MB, growth "
+            f"{anon['growth_pct']}%) over {data['config']['duration']:g} s at {data['config']['rate']:g} Rank/s with "
+            f"{data['config']['profiles']:,} profiles; {t['errors'] + t['reward_errors']} errors"
+        )
     if name == "estimators":
         rows = data["results"]
         return (
@@ -110,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="small runs of every benchmark")
     parser.add_argument(
-        "--only", default=",".join(NAMES), help=f"comma-separated benchmarks to run, of {', '.join(NAMES)}"
+        "--only", default=",".join(DEFAULT_NAMES), help=f"comma-separated benchmarks to run, of {', '.join(NAMES)}"
     )
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="folder of the results")
     args = parser.parse_args(argv)

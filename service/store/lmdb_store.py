@@ -199,6 +199,8 @@ class Store:
                     return work(txn)
             except lmdb.MapFullError:
                 self.env.set_mapsize(self.env.info()["map_size"] * 2)
+            except lmdb.MapResizedError:
+                self.env.set_mapsize(0)  # another process grew the map: adopt its size, then retry
             except lmdb.Error as err:
                 # A full disk shows up as an I/O error at commit; the transaction was aborted cleanly.
                 log.error("lmdb_write_failed", error=str(err))
@@ -210,7 +212,13 @@ class Store:
                 ) from None
 
     def read(self) -> Txn:
-        return self.env.begin(buffers=False)
+        try:
+            return self.env.begin(buffers=False)
+        except lmdb.MapResizedError:
+            # Another process (the learner of --workers, kairos import-profiles) grew the map past this
+            # process's size: every transaction fails until the new size is adopted.
+            self.env.set_mapsize(0)
+            return self.env.begin(buffers=False)
 
     def sync(self) -> None:
         self.env.sync(True)
@@ -482,6 +490,7 @@ class Store:
                 if len(found) >= limit:
                     break
         return found
+
     # -- subjects: profiles, behaviour, contact history -----------------------
 
     def get_subject(self, txn: Txn, db: str, subject_id: str) -> bytes | None:

@@ -62,3 +62,27 @@ def test_the_estimator_benchmark_has_a_headline(tmp_path: Path) -> None:
     line = runner.headline("estimators", tmp_path)
     assert line.startswith("20 seeds: coverage of 95% intervals ips ") and "RMSE DR (good model)" in line
     assert "estimators" in runner.NAMES
+
+
+def test_the_soak_runs_only_when_asked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def entry(name: str) -> Callable[[list[str]], int]:
+        def run(argv: list[str]) -> int:
+            calls.append(name)
+            if name == "soak":
+                anon = {"start": 150.4, "end": 155.0, "max": 160.2, "growth_pct": 3.06}
+                config = {"duration": 600, "rate": 200, "profiles": 1_000_000}
+                report = {"summary": {"rss_anon_mb": anon}, "config": config}
+                report["traffic"] = {"errors": 0, "reward_errors": 0}
+                (tmp_path / "soak.json").write_text(json.dumps(report))
+            return 0
+
+        return run
+
+    monkeypatch.setattr(runner, "_entry", entry)
+    assert runner.main(["--out", str(tmp_path)]) == 0
+    assert "soak" not in calls and len(calls) == len(runner.NAMES) - 1
+    assert runner.main(["--only", "soak", "--out", str(tmp_path)]) == 0
+    headline = json.loads((tmp_path / "summary.json").read_text())["soak"]["headline"]
+    assert "RssAnon 150 -> 155 MB (max 160 MB, growth 3.06%)" in headline and "1,000,000 profiles" in headline
