@@ -114,20 +114,21 @@ class LearnerOptions:
 
         return shape(self) == shape(other)
 
-    def vw_args(self, table: NamespaceTable) -> list[str]:
+    def vw_args(self, table: NamespaceTable, roles: Mapping[str, Role] | None = None) -> list[str]:
         """The VW command line. Interactions map namespace names to their indices in ``table``."""
         args = ["--cb_explore_adf", "--quiet", "-b", str(self.bits)]
         args += ["-l", f"{self.learning_rate:.6g}", "--power_t", f"{self.power_t:.6g}"]
         if self.l2:
             args += ["--l2", f"{self.l2:.6g}"]
         args += self.explorer.vw_args()
-        for interaction in self.expand_interactions(table):
+        for interaction in self.expand_interactions(table, roles):
             args += ["--interactions", interaction]
         return args
 
-    def expand_interactions(self, table: NamespaceTable) -> list[str]:
+    def expand_interactions(self, table: NamespaceTable, roles: Mapping[str, Role] | None = None) -> list[str]:
         """VW's interaction strings: names become indices, and a group every index of its role that ``table``
-        has given out (plus Kairos's own), so a new namespace changes them (see DecisionPlane.rank)."""
+        has given out (plus Kairos's own), so a new namespace changes them (see DecisionPlane.rank).
+        ``roles`` (index -> role) overrides the roles the indices imply: for logs of other systems."""
         expanded: list[str] = []
         for spec in self.interactions:
             if spec == ALL_PAIRS:
@@ -135,7 +136,9 @@ class LearnerOptions:
                 continue
             combinations = [""]
             for name in spec.split("*"):
-                if name in GROUPS:
+                if name in GROUPS and roles is not None:
+                    choices = sorted(index for index, role in roles.items() if role == GROUPS[name])
+                elif name in GROUPS:
                     role = GROUPS[name]
                     given = {index for index in table.indices.values() if role_of(index) == role}
                     choices = [index for index in indices_of(role) if index in given or not index.isalnum()]

@@ -19,7 +19,7 @@ import json
 import math
 from array import array
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import vowpalwabbit
 from policies import estimators
 from policies.estimators import Estimate, IntervalKind
 from policies.features import NamespaceTable, Role
-from policies.learner_options import ALL_PAIRS, GROUPS, LearnerOptions
+from policies.learner_options import GROUPS, LearnerOptions
 from service.offline import spec as spec_module
 from service.offline.dsjson import BadEvent, LoggedEvent, read_event
 
@@ -169,25 +169,7 @@ def learner_args(options: LearnerOptions, namespaces: LogNamespaces) -> list[str
     """The VW command line of ``options`` over these logs. In a Kairos export, ``_context`` and ``_actions``
     expand as the service expands them; in other logs, to the namespaces seen in the context and in the
     actions."""
-    if namespaces.foreign_roles is None:
-        return options.vw_args(namespaces.table)
-    args = replace(options, interactions=()).vw_args(namespaces.table)
-    expanded: list[str] = []
-    for spec in options.interactions:
-        if spec == ALL_PAIRS:
-            expanded.append("::")
-            continue
-        combinations = [""]
-        for name in spec.split("*"):
-            if name in GROUPS:
-                choices = sorted(i for i, role in namespaces.foreign_roles.items() if role == GROUPS[name])
-            else:
-                choices = [namespaces.table.index(name)]
-            combinations = [done + index for done in combinations for index in choices]
-        expanded += [c for c in combinations if c not in expanded]
-    for interaction in expanded:
-        args += ["--interactions", interaction]
-    return args
+    return options.vw_args(namespaces.table, namespaces.foreign_roles)
 
 
 class _Replay:
