@@ -43,6 +43,23 @@ Response = TypeVar("Response")
 Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
 
 
+def _check_ready(servicer: Any) -> None:
+    if not servicer.ready():
+        raise KairosError(Code.UNAVAILABLE, "NOT_READY", "Kairos is starting or stopping; retry shortly")
+
+
+async def _abort(method: str, context: grpc.aio.ServicerContext, error: Exception) -> None:
+    """End the call with the status ``error`` stands for (raises): a domain error's code and message, a
+    relayed one as it came, anything else INTERNAL with the details only in the server log."""
+    if isinstance(error, KairosError):
+        code, message, trailers = status_of(error)
+        await context.abort(code, message, trailing_metadata=trailers)
+    if isinstance(error, ForwardedError):
+        await context.abort(error.code, error.details, trailing_metadata=error.trailers)
+    log.error("rpc_failed", method=method, exc_info=error)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
+
+
 def rpc(method: str) -> Callable[[Handler[Request, Response]], Handler[Request, Response]]:
     """Domain errors turned into statuses (never a stack trace or a path). The log line and metrics
     of each call come from service.grpc.interceptors."""
@@ -51,17 +68,10 @@ def rpc(method: str) -> Callable[[Handler[Request, Response]], Handler[Request, 
         @functools.wraps(handler)
         async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Response:
             try:
-                if not self.ready():
-                    raise KairosError(Code.UNAVAILABLE, "NOT_READY", "Kairos is starting or stopping; retry shortly")
+                _check_ready(self)
                 return await handler(self, request, context)
-            except KairosError as error:
-                code, message, trailers = status_of(error)
-                await context.abort(code, message, trailing_metadata=trailers)
-            except ForwardedError as error:
-                await context.abort(error.code, error.details, trailing_metadata=error.trailers)
-            except Exception:
-                log.exception("rpc_failed", method=method)
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
+            except Exception as error:
+                await _abort(method, context, error)
             raise AssertionError("unreachable: abort raises")
 
         return wrapper
@@ -125,18 +135,11 @@ def rpc_stream(
         @functools.wraps(handler)
         async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> AsyncIterator[Response]:
             try:
-                if not self.ready():
-                    raise KairosError(Code.UNAVAILABLE, "NOT_READY", "Kairos is starting or stopping; retry shortly")
+                _check_ready(self)
                 async for response in handler(self, request, context):
                     yield response
-            except KairosError as error:
-                code, message, trailers = status_of(error)
-                await context.abort(code, message, trailing_metadata=trailers)
-            except ForwardedError as error:
-                await context.abort(error.code, error.details, trailing_metadata=error.trailers)
-            except Exception:
-                log.exception("rpc_failed", method=method)
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
+            except Exception as error:
+                await _abort(method, context, error)
 
         return wrapper
 
