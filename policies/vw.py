@@ -95,26 +95,7 @@ class VWPolicy:
 
     def save(self, path: Path, durable: bool = True) -> str:
         """Write the model atomically (temp file, rename; with ``durable`` also fsync); return its sha256."""
-        data = self.to_bytes()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".vw")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                if durable:
-                    os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        if durable:
-            directory = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
-        return hashlib.sha256(data).hexdigest()
+        return write_model(path, self.to_bytes(), durable)
 
     def under(self, args: Sequence[str]) -> VWPolicy:
         """This model under another command line of the same shape (new interactions, say): itself when
@@ -128,3 +109,27 @@ class VWPolicy:
     def close(self) -> None:
         self._cache.clear()
         self._vw.finish()
+
+
+def write_model(path: Path, data: bytes, durable: bool = True) -> str:
+    """Write model bytes atomically (temp file, rename; with ``durable`` also fsync of the file and its
+    folder); return their sha256. Plain file I/O, so it may run on another thread than the workspace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".vw")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if durable:
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    return hashlib.sha256(data).hexdigest()

@@ -853,14 +853,31 @@ class DecisionPlane:
         failure (a full disk) loses nothing: the journal since the last good checkpoint stays in LMDB
         and is replayed at the next start."""
         failed = 0
-        for state in list(self.states.values()):
-            if force or state.applied_seq != state.checkpoint_seq:
-                try:
-                    self._checkpoint(state)
-                except (OSError, KairosError) as err:
-                    failed += 1
-                    log.error("checkpoint_failed", decision_point=state.name, error=str(err))
+        for state in self.to_checkpoint(force):
+            try:
+                self._checkpoint(state)
+            except (OSError, KairosError) as err:
+                failed += 1
+                log.error("checkpoint_failed", decision_point=state.name, error=str(err))
         return failed
+
+    def to_checkpoint(self, force: bool = False) -> list[ModelState]:
+        return [s for s in self.states.values() if force or s.applied_seq != s.checkpoint_seq]
+
+    def record_checkpoint(self, state: ModelState, copy: models.ModelCopy, sha: str) -> bool:
+        """Record a checkpoint file written off this thread (see LearningLoop.checkpoint_all); False when it
+        could not be recorded or no longer applies (the decision point was deleted or reset meanwhile)."""
+        if self.states.get(state.name) is not state:
+            copy.path(self.models_dir).unlink(missing_ok=True)
+            return False
+        try:
+            return (
+                models.record_checkpoint(self.store, self.models_dir, state, copy, sha, self.checkpoints_kept)
+                is not None
+            )
+        except KairosError as err:
+            log.error("checkpoint_failed", decision_point=state.name, error=str(err))
+            return False
 
     def close(self) -> None:
         for state in self.states.values():

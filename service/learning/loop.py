@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from service.learning import snapshots
+from service.learning import models, snapshots
 from service.learning.models import now_ms
 from service.plane import DecisionPlane
 from service.settings import Settings
@@ -97,7 +97,23 @@ class LearningLoop:
     async def _checkpointer(self) -> None:
         while True:
             await asyncio.sleep(self.settings.checkpoint_interval_s)
-            self.plane.checkpoint_all()
+            await self.checkpoint_all()
+
+    async def checkpoint_all(self) -> None:
+        """Checkpoint each model that learned, one at a time: its bytes are copied on the loop (VW is not
+        thread-safe), the file is written and fsynced on the flush thread, so a slow disk does not stall
+        Rank, and the record is committed on the loop. (At shutdown plane.checkpoint_all does it all.)"""
+        loop = asyncio.get_running_loop()
+        for state in self.plane.to_checkpoint():
+            copy = models.copy_model(state)
+            try:
+                sha = await loop.run_in_executor(
+                    self._flusher, models.write_checkpoint_file, self.plane.models_dir, copy
+                )
+            except OSError as err:  # a full disk: the journal since the last checkpoint stays and is replayed
+                log.error("checkpoint_failed", decision_point=state.name, error=str(err))
+                continue
+            self.plane.record_checkpoint(state, copy, sha)
 
     async def _maintenance(self) -> None:
         last_purge = 0.0

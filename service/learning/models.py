@@ -18,7 +18,7 @@ from pathlib import Path
 
 import structlog
 
-from policies.vw import PolicyError, VWPolicy
+from policies.vw import PolicyError, VWPolicy, write_model
 from service.domain import DecisionPointRecord
 from service.store.lmdb_store import CheckpointMeta, JournalEntry, Store, Txn
 
@@ -160,18 +160,49 @@ def follow_namespaces(store: Store, models_dir: Path, state: ModelState, kept: i
     log.info("model_follows_new_namespaces", decision_point=state.name, interactions=args.count("--interactions"))
 
 
-def checkpoint(store: Store, models_dir: Path, state: ModelState, kept: int = CHECKPOINTS_KEPT) -> CheckpointMeta:
-    """Save the model (atomic file + sha256), record it, prune old ones and the journal they cover."""
-    name, generation = state.name, state.record.generation
-    path = _checkpoint_path(models_dir, name, generation, state.applied_seq)
-    sha = state.policy.save(path)
+@dataclass(frozen=True)
+class ModelCopy:
+    """A model's bytes and position, taken between two learned events: what a checkpoint writes."""
+
+    name: str
+    generation: int
+    seq: int
+    learned: int
+    reward_sum: float
+    data: bytes
+
+    def path(self, models_dir: Path) -> Path:
+        return _checkpoint_path(models_dir, self.name, self.generation, self.seq)
+
+
+def copy_model(state: ModelState) -> ModelCopy:
+    """On the thread that owns the model (VW is not thread-safe)."""
+    return ModelCopy(
+        state.name, state.record.generation, state.applied_seq, state.learned, state.reward_sum, state.policy.to_bytes()
+    )
+
+
+def write_checkpoint_file(models_dir: Path, copy: ModelCopy) -> str:
+    """The durable file write (fsync): any thread, so the serving loop does not wait for the disk."""
+    return write_model(copy.path(models_dir), copy.data)
+
+
+def record_checkpoint(
+    store: Store, models_dir: Path, state: ModelState, copy: ModelCopy, sha: str, kept: int = CHECKPOINTS_KEPT
+) -> CheckpointMeta | None:
+    """Record a written checkpoint file in LMDB, prune old ones and the journal they cover. None (and the
+    file removed) when the model moved to another generation meanwhile (reset, import, rollback)."""
+    name, generation = state.name, copy.generation
+    if state.record.generation != generation:
+        copy.path(models_dir).unlink(missing_ok=True)
+        return None
     meta = CheckpointMeta(
         generation=generation,
-        seq=state.applied_seq,
-        file=path.name,
+        seq=copy.seq,
+        file=copy.path(models_dir).name,
         sha256=sha,
-        learned=state.learned,
-        reward_sum=state.reward_sum,
+        learned=copy.learned,
+        reward_sum=copy.reward_sum,
         created_ms=now_ms(),
     )
 
@@ -188,5 +219,14 @@ def checkpoint(store: Store, models_dir: Path, state: ModelState, kept: int = CH
 
     for old in store.write(record):
         _checkpoint_path(models_dir, name, old.generation, old.seq).unlink(missing_ok=True)
-    state.checkpoint_seq, state.checkpoint_ms = meta.seq, meta.created_ms
+    if meta.seq >= state.checkpoint_seq:
+        state.checkpoint_seq, state.checkpoint_ms = meta.seq, meta.created_ms
+    return meta
+
+
+def checkpoint(store: Store, models_dir: Path, state: ModelState, kept: int = CHECKPOINTS_KEPT) -> CheckpointMeta:
+    """Save the model (atomic file + sha256) and record it, all on this thread."""
+    copy = copy_model(state)
+    meta = record_checkpoint(store, models_dir, state, copy, write_checkpoint_file(models_dir, copy), kept)
+    assert meta is not None  # same thread throughout: the generation cannot have moved
     return meta
