@@ -147,9 +147,6 @@ class Decision:
     def chosen_probability(self) -> float:
         return self.probabilities[self.order[0]]
 
-    def line_key(self, index: int) -> bytes:
-        return self.line_keys[index * LINE_KEY_BYTES : (index + 1) * LINE_KEY_BYTES]
-
     def encode(self) -> bytes:
         # Keys and probabilities go as hex of their bytes: formatting and parsing 24 floats as decimal text
         # was a tenth of a Rank's CPU, and the bytes round-trip exactly.

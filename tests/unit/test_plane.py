@@ -47,7 +47,7 @@ def test_decision_reads_the_earlier_all_text_format() -> None:
         [1, 0], [0.25, 0.75], "1.0", "ff", False, False, "open", None, [], "",
     ]  # fmt: skip
     decision = Decision.decode(json.dumps(earlier).encode())
-    assert (decision.line_key(0), decision.line_key(1)) == (bytes(range(8)), bytes(range(8, 16)))
+    assert decision.line_keys == bytes(range(16))  # the two keys, concatenated
     assert decision.probabilities == [0.25, 0.75]
     assert Decision.decode(decision.encode()) == decision
 
