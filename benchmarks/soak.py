@@ -50,7 +50,8 @@ import numpy as np
 from google.protobuf import duration_pb2
 
 from benchmarks import memtrace
-from benchmarks.load import build_catalog, machine, running_server, server_command, source
+from benchmarks.load import machine, running_server, server_command, source
+from benchmarks.workload import build_catalog
 from service._pb.kairos.v1 import admin_service_pb2 as apb
 from service._pb.kairos.v1 import admin_service_pb2_grpc as agrpc
 from service._pb.kairos.v1 import decision_service_pb2 as dpb
