@@ -5,8 +5,12 @@ data directory, then for each offered rate runs two steps:
 
 1. ``health``: grpc.health.v1 Health/Check calls at that rate, the transport
    floor (gRPC + HTTP/2 + the asyncio server, no Kairos work);
-2. ``rank``: Rank calls at that rate, each with 24 candidate actions and ~15
-   context features; 20% of the ranked events then get a Reward.
+2. ``rank``: Rank calls at that rate; 20% of the ranked events then get a
+   Reward. What a Rank carries depends on --scenario (benchmarks/workload.py):
+   ``inline`` (24 candidates and ~15 context features in the request),
+   ``profile`` (24 candidates, a subject_id whose stored profile joins 5 live
+   features) or ``catalog`` (only a subject_id and live features: the stored
+   catalog ranked under a contact policy).
 
 Who sends the calls (--client): by default h2load (from Debian's
 nghttp2-client), a C client that leaves the shared machine's cores to the
@@ -45,6 +49,7 @@ Examples::
 
     python -m benchmarks.load                      # 250..2000 Rank/s, 10 s per step
     python -m benchmarks.load --quick              # 2 rates, 3 s per step
+    python -m benchmarks.load --scenario catalog --rates 250,500
     python -m benchmarks.load --rates 100,300 --duration 20 --out /tmp/bench
 """
 
@@ -78,10 +83,12 @@ import numpy as np
 import numpy.typing as npt
 from grpc_health.v1 import health_pb2
 
-from benchmarks.workload import DECISION_POINT, build_rank_requests
+from benchmarks.workload import DECISION_POINT, SCENARIOS, Workload, build_workload
 from service._pb.kairos.v1 import admin_service_pb2 as apb
 from service._pb.kairos.v1 import admin_service_pb2_grpc as agrpc
 from service._pb.kairos.v1 import decision_service_pb2 as dpb
+from service._pb.kairos.v1 import feature_service_pb2 as fpb
+from service._pb.kairos.v1 import feature_service_pb2_grpc as fgrpc
 from service._pb.kairos.v1 import types_pb2 as tpb
 
 DEFAULT_RATES = (250, 500, 1000, 1500, 2000)
@@ -298,6 +305,7 @@ class LoadClient:
             ch.unary_unary(HEALTH_METHOD, request_serializer=None, response_deserializer=None) for ch in self.channels
         ]
         self.admin = agrpc.AdminServiceStub(self.channels[0])
+        self.features = [fgrpc.FeatureServiceStub(ch) for ch in self.channels]
         self.timeout_s = timeout_s
         self.reward_share = reward_share
         self.rng = random.Random(seed)
@@ -389,23 +397,24 @@ def grpc_frame(message: bytes) -> bytes:
 @dataclass
 class H2Load:
     """Calls sent by h2load (nghttp2): a C client that costs the shared machine far less CPU per call than
-    a Python one, so the server gets the cores. It posts one fixed body per method, so its Ranks are all
-    the same request (a new event each time) and it cannot reward them: the Python client sends the
-    rewarded share of Ranks (each followed by its Reward) beside it."""
+    a Python one, so the server gets the cores. Each h2load process posts one fixed body, so its Ranks
+    are all the same request (a new event each time; process k sends message k of the ones given) and
+    it cannot reward them: the Python client sends the rewarded share of Ranks (each followed by its
+    Reward) beside it."""
 
     port: int
     connections: int
     folder: Path
-    bodies: dict[str, Path] = field(default_factory=dict)
+    bodies: dict[bytes, Path] = field(default_factory=dict)
 
-    def body(self, method: str, message: bytes) -> Path:
-        if method not in self.bodies:
+    def body(self, message: bytes) -> Path:
+        if message not in self.bodies:
             path = self.folder / f"{len(self.bodies)}.body"
             path.write_bytes(grpc_frame(message))
-            self.bodies[method] = path
-        return self.bodies[method]
+            self.bodies[message] = path
+        return self.bodies[message]
 
-    async def run(self, method: str, message: bytes, rate: float, duration_s: float) -> Samples:
+    async def run(self, method: str, messages: Sequence[bytes], rate: float, duration_s: float) -> Samples:
         # One h2load process per connection, started 1/rate apart: h2load paces each client with its own
         # timer, so the clients of one process send at the same instants, in bursts of one per client,
         # which queue behind each other (16 clients took the health check's p50 from 1.7 to 3.4 ms).
@@ -421,7 +430,7 @@ class H2Load:
                 f"--rps={rate / self.connections:.3f}",
                 f"--duration={duration_s:g}",
                 f"--log-file={log_path}",
-                f"--data={self.body(method, message)}",
+                f"--data={self.body(messages[k % len(messages)])}",
                 "--header=content-type: application/grpc",
                 "--header=te: trailers",
                 f"http://127.0.0.1:{self.port}{method}",
@@ -459,12 +468,12 @@ async def drive(
     if h2load is None:
         return await client.open_loop(kind, rate, duration_s, requests)
     if kind == "health":
-        return await h2load.run(HEALTH_METHOD, requests[0], rate, duration_s)
+        return await h2load.run(HEALTH_METHOD, requests[:1], rate, duration_s)
     python_rate = rate * client.reward_share
     share, client.reward_share = client.reward_share, 1.0
     try:
         fixed, rewarded = await asyncio.gather(
-            h2load.run(RANK_METHOD, requests[0], rate - python_rate, duration_s),
+            h2load.run(RANK_METHOD, requests[: h2load.connections], rate - python_rate, duration_s),
             client.open_loop(kind, python_rate, duration_s, requests)
             if python_rate > 0
             else asyncio.sleep(0, Samples()),
@@ -608,10 +617,12 @@ async def wait_quiet(max_cores: float, limit_s: float, window_s: float = 2.0) ->
 
 
 async def measure(args: argparse.Namespace, server_pid: int, port: int) -> list[StepResult]:
-    requests = build_rank_requests(args.seed, args.pool, args.actions, args.catalog)
+    workload = build_workload(args.scenario, args.seed, args.pool, args.actions, args.catalog, args.subjects)
+    requests = workload.requests
     health = [health_pb2.HealthCheckRequest(service="").SerializeToString()]
+    ranked = "catalog offers" if args.scenario == "catalog" else "candidates"
     log(
-        f"{len(requests)} distinct Rank requests of {args.actions} actions, "
+        f"scenario {args.scenario}: {len(requests)} distinct Rank requests, {args.actions} {ranked} each, "
         f"{sum(map(len, requests)) // len(requests)} bytes on average"
     )
     client = LoadClient(f"127.0.0.1:{port}", args.channels, args.timeout, args.reward_share, args.seed)
@@ -626,6 +637,7 @@ async def measure(args: argparse.Namespace, server_pid: int, port: int) -> list[
         update = apb.UpdateDecisionPointRequest(decision_point=window)
         update.update_mask.paths.append("reward_wait")
         await client.admin.UpdateDecisionPoint(update, timeout=10)
+        await prepare(client, workload)
         gc.collect()
         gc.freeze()  # the request pool and module objects are never collected: keep GC pauses short
         if args.warmup > 0:
@@ -664,6 +676,32 @@ async def measure(args: argparse.Namespace, server_pid: int, port: int) -> list[
     finally:
         await client.close()
         folder.cleanup()
+
+
+async def prepare(client: LoadClient, workload: Workload) -> None:
+    """Store what the scenario's Ranks read: profiles, and the catalog with its contact policy."""
+    if workload.profiles:
+        log(f"storing {len(workload.profiles)} profiles")
+        started, pending = time.perf_counter(), list(workload.profiles)
+
+        async def put(lane: int) -> None:
+            stub = client.features[lane % len(client.features)]
+            while pending:
+                subject, groups = pending.pop()
+                await stub.PutProfile(fpb.PutProfileRequest(subject_id=subject, features=groups), timeout=30)
+
+        await asyncio.gather(*(put(lane) for lane in range(32)))
+        log(f"stored in {time.perf_counter() - started:.1f} s")
+    if workload.catalog:
+        entries = [fpb.CatalogAction(action=action) for action in workload.catalog]
+        put_actions = fpb.PutActionsRequest(decision_point=DECISION_POINT, actions=entries, replace=True)
+        await client.features[0].PutActions(put_actions, timeout=30)
+    if workload.contact_policy is not None:
+        update = apb.UpdateDecisionPointRequest(
+            decision_point=tpb.DecisionPoint(name=DECISION_POINT, contact_policy=workload.contact_policy)
+        )
+        update.update_mask.paths.append("contact_policy")
+        await client.admin.UpdateDecisionPoint(update, timeout=10)
 
 
 # -- report -----------------------------------------------------------------------
@@ -880,7 +918,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=Path("bench-results"),
         help="directory for load.json and load.png (default bench-results/)",
     )
-    parser.add_argument("--actions", type=int, default=24, help="candidate actions per Rank (default 24)")
+    parser.add_argument(
+        "--scenario",
+        choices=SCENARIOS,
+        default="inline",
+        help="inline: candidates and all context in the request; profile: candidates, a subject_id whose "
+        "stored profile joins a little live context; catalog: only subject_id and live context, the "
+        "decision point's catalog of --actions offers ranked under a contact policy (default inline; see "
+        "benchmarks/workload.py)",
+    )
+    parser.add_argument(
+        "--subjects",
+        type=int,
+        default=10_000,
+        help="profiles stored before the run (profile and catalog scenarios; default 10000)",
+    )
+    parser.add_argument(
+        "--actions",
+        type=int,
+        default=24,
+        help="candidate actions per Rank, or the catalog's size in the catalog scenario (default 24)",
+    )
     parser.add_argument(
         "--catalog", type=int, default=200, help="size of the offer catalog the candidates are drawn from (default 200)"
     )
@@ -901,10 +959,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--client",
         choices=("h2load", "python"),
-        default="h2load" if shutil.which("h2load") else "python",
+        default=None,
         help="who sends the calls: h2load (from nghttp2-client; the default when installed) sends the health "
         "checks and the unrewarded Ranks while this process sends the rewarded ones; python sends everything "
-        "from this process (costs the shared machine more CPU per call)",
+        "from this process (costs the shared machine more CPU per call; the catalog scenario's default, "
+        "since h2load would send one subject per connection again and again into its frequency caps)",
     )
     parser.add_argument("--timeout", type=float, default=5.0, help="deadline of each call in seconds (default 5)")
     parser.add_argument(
@@ -973,6 +1032,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.rates is None:
         args.rates = list(QUICK_RATES if args.quick else DEFAULT_RATES)
+    if args.client is None:
+        args.client = "h2load" if shutil.which("h2load") and args.scenario != "catalog" else "python"
+    if args.scenario == "catalog" and args.client == "h2load":
+        parser.error(
+            "the catalog scenario needs --client python: h2load repeats one request per connection, so a "
+            "handful of subjects would run into their frequency caps within seconds"
+        )
+    if args.scenario != "inline" and args.subjects < 1:
+        parser.error("--subjects must be at least 1")
     if args.duration is None:
         args.duration = 3.0 if args.quick else 10.0
     if args.warmup is None:
@@ -1003,6 +1071,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "rates": args.rates,
             "duration_s": args.duration,
             "warmup_s": args.warmup,
+            "scenario": args.scenario,
+            "subjects": args.subjects if args.scenario != "inline" else None,
             "actions": args.actions,
             "catalog": args.catalog,
             "pool": args.pool,

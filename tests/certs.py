@@ -27,9 +27,7 @@ def _write(directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticC
     pem = Pem(directory / f"{stem}.crt", directory / f"{stem}.key")
     pem.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     pem.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return pem
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from benchmarks import load
 
 
@@ -26,3 +28,19 @@ def test_quick_load_run_reports_latency_cpu_and_learning(tmp_path: Path) -> None
 
 def test_grpc_frame_is_the_length_prefixed_message() -> None:
     assert load.grpc_frame(b"abc") == b"\x00\x00\x00\x00\x03abc"
+
+
+def test_catalog_scenario_ranks_the_stored_catalog_under_contact_rules(tmp_path: Path) -> None:
+    args = ["--scenario", "catalog", "--subjects", "50", "--pool", "50", "--actions", "12"]
+    args += ["--rates", "30", "--duration", "1", "--warmup", "0", "--channels", "2"]
+    args += ["--max-other-cores", "99", "--retries", "0", "--out", str(tmp_path)]
+    assert load.main(args) == 0
+    report = json.loads((tmp_path / "load.json").read_text())
+    assert report["config"]["scenario"] == "catalog" and report["config"]["client"] == "python"
+    rank = next(step for step in report["steps"] if step["kind"] == "rank")
+    assert rank["errors"] == 0 and rank["ok"] == 30  # every Rank found eligible catalog offers
+
+
+def test_catalog_scenario_refuses_h2load() -> None:
+    with pytest.raises(SystemExit):
+        load.parse_args(["--scenario", "catalog", "--client", "h2load"])

@@ -69,4 +69,3 @@ def test_authentication_off_only_on_loopback_or_when_allowed(tmp_path: Path) -> 
 
 def test_settings_repr_hides_tokens() -> None:
     assert A not in repr(Settings(auth_tokens=f"web serve {A}"))
-
