@@ -214,6 +214,13 @@ def _import_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     parser.add_argument("file", type=Path)
     parser.add_argument("--data-dir", type=Path, default=None, help="default: KAIROS_DATA_DIR or ./kairos-data")
     parser.add_argument("--batch-size", type=int, default=5000, help="profiles per transaction")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="worker processes that parse and encode while this one writes (default: the usable CPUs, at most 8; "
+        "1 does everything in this process)",
+    )
 
 
 def _import_profiles(args: argparse.Namespace) -> int:
@@ -222,7 +229,11 @@ def _import_profiles(args: argparse.Namespace) -> int:
     settings = settings_module.load()
     try:
         profile_import.run(
-            args.file, args.data_dir or settings.data_dir, args.batch_size, map_size_mb=settings.map_size_mb
+            args.file,
+            args.data_dir or settings.data_dir,
+            args.batch_size,
+            map_size_mb=settings.map_size_mb,
+            jobs=args.jobs or profile_import.default_jobs(),
         )
     except (OSError, profile_import.ProfileImportError) as err:
         print(f"kairos import-profiles: {err}", file=sys.stderr)

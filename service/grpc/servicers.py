@@ -307,6 +307,7 @@ class AdminServicer(_Base, admin_grpc.AdminServiceServicer):
                     events=page, still_open=progress.still_open, expired=progress.expired
                 )
 
+
 class FeatureServicer(_Base, feature_grpc.FeatureServiceServicer):
     """Catalog changes and forgetting are audited like AdminService changes; profile and behaviour writes
     are data, not administration."""

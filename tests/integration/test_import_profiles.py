@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from service._pb.kairos.v1 import feature_service_pb2 as fpb
 from tests.server import RunningServer
@@ -73,8 +76,67 @@ def test_a_bad_line_is_named(tmp_path: Path) -> None:
         '{"subject_id": "a", "features": {"user": {"x": 1}}}\n{"subject_id": "b", "features": {"user": {"x": [1]}}}\n'
     )
     result = run_import(bad, tmp_path / "data")
-    assert result.returncode == 1 and "profile 2" in result.stderr and "strings, numbers or booleans" in result.stderr
+    assert result.returncode == 1 and "line 2" in result.stderr and "strings, numbers or booleans" in result.stderr
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"subject_id": "a"}\nnot json\n')
     result = run_import(broken, tmp_path / "data")
     assert result.returncode == 1 and "line 2" in result.stderr
+
+
+def _stored_profiles(data_dir: Path) -> dict[str, object]:
+    from policies import profile as profiles
+    from service.store.lmdb_store import Store
+
+    store = Store(data_dir / "lmdb", map_size=64 << 20, owner=False)
+    try:
+        with store.read() as txn:
+            raws = {subject: store.get_subject(txn, "profiles", subject) for subject in "abcde"}
+        return {subject: None if raw is None else profiles.decode(raw) for subject, raw in raws.items()}
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_parallel_import_writes_what_one_process_writes(tmp_path: Path, jobs: int) -> None:
+    from service import profile_import
+
+    first = tmp_path / "first.jsonl"
+    first.write_text(
+        "\n".join(
+            json.dumps({"subject_id": s, "features": {"user": {"x": i, "y": "old"}}, "update_time_ms": 1000})
+            for i, s in enumerate("abc")
+        )
+        + "\n"
+    )
+    lines = [
+        {"subject_id": "a", "features": {"user": {"x": 10}}, "update_time_ms": 2000},  # merges into a
+        {"subject_id": "b", "features": {"user": {"y": None}}, "update_time_ms": 2000},  # removes b's y
+        {"subject_id": "d", "features": {"crm": {"z": True}}, "update_time_ms": 2000},  # new
+        {"subject_id": "d", "features": {"crm": {"z": False}}, "update_time_ms": 3000},  # later line wins
+        {"subject_id": "e", "features": {"user": {"only": None}}, "update_time_ms": 2000},  # nothing to keep
+    ]
+    second = tmp_path / "second.jsonl"
+    second.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    data = tmp_path / "data"
+    for path in (first, second):
+        assert profile_import.run(path, data, batch_size=2, progress=io.StringIO(), jobs=jobs) > 0
+    assert _stored_profiles(data) == {
+        "a": {"user": {"x": (10.0, 2000), "y": ("old", 1000)}},
+        "b": {"user": {"x": (1.0, 1000)}},
+        "c": {"user": {"x": (2.0, 1000), "y": ("old", 1000)}},
+        "d": {"crm": {"z": (False, 3000)}},
+        "e": {},
+    }
+
+
+def test_parallel_import_stops_at_the_bad_line_after_writing_the_lines_before(tmp_path: Path) -> None:
+    from service import profile_import
+
+    path = tmp_path / "p.csv"
+    # A quoted cell spans two lines: line numbers are the file's, not the row count.
+    path.write_text('subject_id,user.note\na,"two\nlines"\nb,fine\nc,ok\n,missing\nd,never\n')
+    with pytest.raises(profile_import.ProfileImportError, match="line 6: subject_id is required"):
+        profile_import.run(path, tmp_path / "data", batch_size=2, progress=io.StringIO(), jobs=2)
+    stored = _stored_profiles(tmp_path / "data")
+    assert stored["a"] is not None and stored["b"] is not None and stored["c"] is not None
+    assert stored["d"] is None
