@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from collections.abc import Callable
 import grpc
 import pytest
 
+from service._pb.kairos.v1 import decision_service_pb2 as dpb
 from service.store.lmdb_store import DB_NAMES
 from tests.helpers import group, rank_request
 from tests.server import RunningServer
@@ -74,3 +76,20 @@ def test_start_clears_reader_slots_left_by_killed_processes(make_server: Callabl
         for holder in holders:
             holder.kill()
             holder.wait(10)
+
+
+def test_calls_beyond_max_concurrent_rpcs_are_refused_until_one_ends(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    server = make_server("--max-concurrent-rpcs", "1").start()
+    held: queue.Queue[dpb.RankStreamRequest | None] = queue.Queue()
+    stream = server.decisions.RankStream(iter(held.get, None))  # an open stream holds the only slot
+    held.put(dpb.RankStreamRequest(request=rank_request(3)))
+    assert len(next(stream).response.ranking) == 3  # the stream is in flight now
+    with pytest.raises(grpc.RpcError) as refused:
+        server.decisions.Rank(rank_request(3), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    held.put(None)
+    assert list(stream) == []
+    assert len(server.decisions.Rank(rank_request(3), timeout=10).ranking) == 3  # the slot is free again
+    assert server.stop() == 0

@@ -68,6 +68,14 @@ def check_scopes(channel: grpc.Channel, tokens: dict[str, str]) -> None:
     denied = refused(lambda: admin.GetStats(apb.GetStatsRequest(decision_point="demo"), metadata=bearer(tokens["web"])))
     assert (denied.code(), error_reason(denied)) == (grpc.StatusCode.PERMISSION_DENIED, "MISSING_SCOPE")
     assert "'web' lacks the scope 'admin'" in (denied.details() or "")
+    # A streaming admin call is checked the same way, before its first message.
+    export = admin.ExportDecisions(apb.ExportDecisionsRequest(decision_point="demo"), metadata=web)
+    streamed = refused(lambda: list(export))
+    assert (streamed.code(), error_reason(streamed)) == (grpc.StatusCode.PERMISSION_DENIED, "MISSING_SCOPE")
+    exported = list(
+        admin.ExportDecisions(apb.ExportDecisionsRequest(decision_point="demo"), metadata=bearer(tokens["ops"]))
+    )
+    assert sum(len(page.events) for page in exported) + exported[-1].still_open == 1  # the one Rank above
     stats = admin.GetStats(apb.GetStatsRequest(decision_point="demo"), metadata=bearer(tokens["ops"]))
     assert (stats.ranks, stats.rewards) == (1, 1)  # refused calls changed nothing
 
