@@ -1,14 +1,16 @@
 """The canonical line per call and the call metrics, as a gRPC server interceptor.
 
 It wraps every Kairos method (health and reflection pass untouched), so calls refused before they
-reach a servicer, by authentication for instance, are counted and logged like the rest.
+reach a servicer, by authentication for instance, are counted and logged like the rest. A streaming
+call (RankStream, ExportDecisions) is one call: one line when it ends, with the messages it sent, and
+its whole duration in the metrics.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -54,9 +56,16 @@ class CallLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
         method: str = details.method
-        if handler is None or handler.unary_unary is None or not method.startswith(KAIROS_PREFIX):
+        if handler is None or not method.startswith(KAIROS_PREFIX):
             return handler
-        return handler._replace(unary_unary=self._wrap(method.rsplit("/", 1)[1], handler.unary_unary))
+        name = method.rsplit("/", 1)[1]
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=self._wrap(name, handler.unary_unary))
+        if handler.unary_stream is not None:
+            return handler._replace(unary_stream=self._wrap_stream(name, handler.unary_stream))
+        if handler.stream_stream is not None:
+            return handler._replace(stream_stream=self._wrap_stream(name, handler.stream_stream))
+        return handler
 
     def _wrap(
         self, name: str, inner: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
@@ -84,6 +93,32 @@ class CallLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         return behavior
 
+    def _wrap_stream(
+        self, name: str, inner: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+    ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            self.metrics.started += 1
+            self.metrics.in_flight += 1
+            structlog.contextvars.bind_contextvars(rpc=name)
+            sent = 0
+            raised = True
+            try:
+                async for response in inner(request, context):
+                    sent += 1
+                    yield response
+                raised = False
+            finally:
+                self.metrics.in_flight -= 1
+                seconds = time.perf_counter() - started
+                status = _status(context, raised)
+                self.metrics.observe(name, status, seconds)
+                if status != "OK" or self.sample_ok >= 1.0 or self._random() < self.sample_ok:
+                    logged = request if hasattr(request, "DESCRIPTOR") else None  # a client stream is no message
+                    self._log(name, logged, None, context, status, seconds, messages=sent)
+
+        return behavior
+
     def _log(
         self,
         name: str,
@@ -92,12 +127,15 @@ class CallLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         context: grpc.aio.ServicerContext,
         status: str,
         seconds: float,
+        messages: int | None = None,
     ) -> None:
         caller = auth.current_caller()
+        streamed = {} if messages is None else {"messages": messages}
         log.info(
             "rpc",
+            **streamed,
             method=name,
-            decision_point=_decision_point(request),
+            decision_point=_decision_point(request),  # None for a client stream: its requests are many
             event_id=getattr(request, "event_id", None) or getattr(response, "event_id", None) or None,
             status=status,
             ms=round(seconds * 1000, 3),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import urllib.error
@@ -108,3 +109,23 @@ def test_every_metric_of_the_issue_and_refused_calls(make_server: Callable[..., 
     assert 0 < explored < ranks
     assert sample(text, "kairos_exploration_share", decision_point="demo") == pytest.approx(explored / ranks)
     assert server.stop() == 0
+
+
+def test_streaming_calls_are_counted_and_logged_once_each(make_server: Callable[..., RunningServer]) -> None:
+    http_port = free_port()
+    server = make_server("--http-port", str(http_port), "--log-level", "info").start()
+    requests = [dpb.RankStreamRequest(request=rank_request(3)) for _ in range(3)]
+    assert len(list(server.decisions.RankStream(iter(requests)))) == 3
+    list(server.admin.ExportDecisions(apb.ExportDecisionsRequest(decision_point="demo")))  # nothing closed yet
+    with pytest.raises(grpc.RpcError):
+        list(server.admin.ExportDecisions(apb.ExportDecisionsRequest(decision_point="missing")))
+    text = urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5).read().decode()
+    assert sample(text, "kairos_rpc_total", method="RankStream", status="OK") == 1
+    assert sample(text, "kairos_rpc_total", method="ExportDecisions", status="OK") == 1
+    assert sample(text, "kairos_rpc_total", method="ExportDecisions", status="NOT_FOUND") == 1
+    assert server.stop() == 0
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    streamed = [line for line in lines if line["event"] == "rpc" and line["method"] == "RankStream"]
+    assert len(streamed) == 1 and streamed[0]["messages"] == 3 and streamed[0]["status"] == "OK"
+    refused = [line for line in lines if line["event"] == "rpc" and line["method"] == "ExportDecisions"]
+    assert {(line["status"], line["decision_point"]) for line in refused} == {("OK", "demo"), ("NOT_FOUND", "missing")}
