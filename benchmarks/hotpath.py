@@ -1,9 +1,11 @@
 """The in-process cost of one Rank, by part: convert, rank, respond, close its window, learn it.
 
 No transport: the decision plane runs on a temporary LMDB with the load
-benchmark's requests (24 actions, ~15 context features), and every event is
-closed with the default reward and learned, as every event eventually is.
-Two measures:
+benchmark's requests (``--scenario``, as in ``benchmarks.load``: inline, the
+default, sends 24 actions and ~15 context features; profile joins a stored
+profile; catalog ranks the stored catalog under a contact policy), and every
+event is closed with the default reward and learned, as every event
+eventually is. Two measures:
 
 - time (default): microseconds per Rank for each part, the minimum over
   several batches (the least disturbed one, on a shared machine);
@@ -18,6 +20,7 @@ Examples::
 
     python -m benchmarks.hotpath
     python -m benchmarks.hotpath --instructions
+    python -m benchmarks.hotpath --instructions --scenario profile
 """
 
 from __future__ import annotations
@@ -31,28 +34,47 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
 
-from benchmarks.workload import build_rank_requests
+from benchmarks.workload import SCENARIOS, Workload, build_workload
 from service._pb.kairos.v1 import decision_service_pb2 as dpb
+from service._pb.kairos.v1 import feature_service_pb2 as fpb
 from service.domain import DecisionPointConfig
 from service.grpc import converters
 from service.learning.models import now_ms
 from service.plane import DecisionPlane
+from service.profile_import import write_batch
 from service.store.lmdb_store import Store
 
 PARTS = ("convert", "rank", "respond", "close", "learn")
 CLOSE_EVERY = 25  # Ranks between window sweeps, as the sweeper's 50 ms at ~500 Rank/s
 
 
-def run(ranks: int, batches: int, folder: Path) -> dict[str, float]:
+def prepare(plane: DecisionPlane, workload: Workload) -> None:
+    """Store the scenario's profiles and catalog, and its contact policy, as the load benchmark does."""
+    now = now_ms()
+    rows = [(subject, converters.profile_groups(groups), now) for subject, groups in workload.profiles]
+    for start in range(0, len(rows), 5000):
+        write_batch(plane.store, rows[start : start + 5000])
+    if workload.catalog:
+        entries = [converters.catalog_entry(fpb.CatalogAction(action=action)) for action in workload.catalog]
+        plane.customers.put_actions("demo", entries, replace=True)
+    if workload.contact_policy is not None:
+        config = plane.get_decision_point("demo").config
+        plane.update_decision_point(replace(config, contact=converters.contact_policy(workload.contact_policy)))
+
+
+def run(ranks: int, batches: int, folder: Path, scenario: str = "inline") -> dict[str, float]:
     """Microseconds per Rank for each part: the minimum over ``batches`` batches of ``ranks``."""
     plane = DecisionPlane(Store(folder / "lmdb"), folder / "models")
     plane.load_all()
     plane.create_decision_point(DecisionPointConfig(name="demo", reward_wait_ms=100))
-    requests = [dpb.RankRequest.FromString(raw) for raw in build_rank_requests(7, 1000, 24, 200)]
+    workload = build_workload(scenario, 7, 1000, 24, 200, subjects=1000)
+    prepare(plane, workload)
+    requests = [dpb.RankRequest.FromString(raw) for raw in workload.requests]
     best = dict.fromkeys(PARTS, float("inf"))
     try:
         for batch in range(batches + 1):  # the first batch warms the caches and is not counted
@@ -84,10 +106,10 @@ def run(ranks: int, batches: int, folder: Path) -> dict[str, float]:
     return best
 
 
-def _callgrind(ranks: int, folder: Path) -> tuple[int, dict[str, int]]:
+def _callgrind(ranks: int, folder: Path, scenario: str) -> tuple[int, dict[str, int]]:
     out = folder / f"callgrind.{ranks}"
     command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m"]
-    command += ["benchmarks.hotpath", "--ranks", str(ranks), "--batches", "0", "--quiet"]
+    command += ["benchmarks.hotpath", "--ranks", str(ranks), "--batches", "0", "--quiet", "--scenario", scenario]
     subprocess.run(command, check=True, capture_output=True)
     annotated = subprocess.run(
         ["callgrind_annotate", "--inclusive=no", "--threshold=100", str(out)],
@@ -110,14 +132,14 @@ def _callgrind(ranks: int, folder: Path) -> tuple[int, dict[str, int]]:
     return total, functions
 
 
-def instructions(ranks: int) -> None:
+def instructions(ranks: int, scenario: str) -> None:
     if not shutil.which("valgrind"):
         raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
     with tempfile.TemporaryDirectory(prefix="kairos-hotpath-") as tmp:
         small, large = ranks, 6 * ranks
         print(f"running the hot path under callgrind: {small} and {large} Ranks ...", file=sys.stderr)
-        total_small, by_small = _callgrind(small, Path(tmp))
-        total_large, by_large = _callgrind(large, Path(tmp))
+        total_small, by_small = _callgrind(small, Path(tmp), scenario)
+        total_large, by_large = _callgrind(large, Path(tmp), scenario)
     per_rank = (total_large - total_small) / (large - small)
     print(f"instructions per Rank: {per_rank:,.0f}")
     grown = sorted(((by_large.get(k, 0) - by_small.get(k, 0)) / (large - small), k) for k in by_large)
@@ -132,16 +154,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ranks", type=int, default=500, help="Ranks per batch (default 500)")
     parser.add_argument("--batches", type=int, default=6, help="timed batches after one warm-up batch (default 6)")
     parser.add_argument("--instructions", action="store_true", help="count instructions with callgrind instead")
+    parser.add_argument(
+        "--scenario",
+        choices=SCENARIOS,
+        default="inline",
+        help="what a Rank carries (see benchmarks.load; default inline)",
+    )
     parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     if args.ranks < CLOSE_EVERY or args.batches < 0:
         parser.error(f"--ranks must be at least {CLOSE_EVERY} and --batches at least 0")
     if args.instructions:
-        instructions(max(args.ranks // 5, CLOSE_EVERY))
+        instructions(max(args.ranks // 5, CLOSE_EVERY), args.scenario)
         return 0
     with tempfile.TemporaryDirectory(prefix="kairos-hotpath-") as tmp:
-        best = run(args.ranks, args.batches, Path(tmp))
+        best = run(args.ranks, args.batches, Path(tmp), args.scenario)
     if not args.quiet:
         print("microseconds per Rank (minimum over batches):")
         for part in PARTS:

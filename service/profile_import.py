@@ -51,7 +51,7 @@ class ProfileImportError(ValueError):
     """A line that cannot be imported; the message names the line."""
 
 
-Groups = list[tuple[str, Mapping[str, FeatureScalar | None]]]
+Groups = Sequence[tuple[str, Mapping[str, FeatureScalar | None]]]
 Row = tuple[str, Groups, int]  # subject, feature groups (None removes a feature), update time in ms
 CsvColumns = list[tuple[int, str, str]]  # cell index, namespace, feature
 
