@@ -8,6 +8,7 @@ its whole duration in the metrics.
 
 from __future__ import annotations
 
+import inspect
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -94,7 +95,7 @@ class CallLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return behavior
 
     def _wrap_stream(
-        self, name: str, inner: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+        self, name: str, inner: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any] | Awaitable[None]]
     ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = time.perf_counter()
@@ -104,9 +105,13 @@ class CallLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             sent = 0
             raised = True
             try:
-                async for response in inner(request, context):
-                    sent += 1
-                    yield response
+                produced = inner(request, context)
+                if inspect.isawaitable(produced):  # a call refused before its servicer (authentication) aborts
+                    await produced
+                else:
+                    async for response in produced:
+                        sent += 1
+                        yield response
                 raised = False
             finally:
                 self.metrics.in_flight -= 1
