@@ -27,9 +27,10 @@ Three input formats, each one logged decision per row:
 Feature values are strings (categorical), numbers and booleans, as in Rank; nested objects flatten to
 ``outer.inner``. A row without a usable probability (missing, 0, above 1, not a number), with bad JSON,
 a chosen action that is not among its actions, a reward that is missing, not finite or outside the
-decision point's range, or a truncated last line is left out and reported with its line number and
-reason, never used. When only the chosen action's probability is logged, the rest is spread evenly over
-the other actions (only the logged policy's doubly robust reference depends on that).
+decision point's range, or a truncated last line (in CSV: a last row without its newline, which may be
+cut inside a value) is left out and reported with its line number and reason, never used. When only
+the chosen action's probability is logged, the rest is spread evenly over the other actions (only the
+logged policy's doubly robust reference depends on that).
 
 Valid rows become DSJSON events exactly as ``kairos export`` writes them: features encoded and namespaces
 indexed as the decision point's model sees them, so ``kairos evaluate`` and ``kairos tune`` read them
@@ -458,15 +459,22 @@ def _csv_rows(lines: _Lines) -> Iterator[tuple[int, Row | BadEvent]]:
             continue
         if not cells:
             continue
+        if not lines.terminated:
+            # A cut CSV row often still parses (a value cut short): without its newline it cannot be trusted.
+            yield (
+                start,
+                BadEvent(
+                    "the file ends in this row without a newline: it may be cut short (add the newline if whole)",
+                    TRUNCATED,
+                ),
+            )
+            continue
         if len(cells) != len(header):
-            kind = TRUNCATED if not lines.terminated else MISSING_FIELD
-            yield start, BadEvent(f"{len(cells)} cells where the header has {len(header)}", kind)
+            yield start, BadEvent(f"{len(cells)} cells where the header has {len(header)}", MISSING_FIELD)
             continue
         try:
             yield start, _csv_row(cells, at, context_columns, start)
         except BadEvent as err:
-            if not lines.terminated:
-                err = BadEvent(f"{err} (the file ends in this line without a newline)", TRUNCATED)
             yield start, err
 
 
