@@ -118,6 +118,7 @@ class Row:
     reward: float
     default_reward: bool = False
     model_version: str = ""
+    order: tuple[int, ...] | None = None  # the logged ranking (the shown action first), when logged
 
 
 @dataclass(frozen=True)
@@ -554,6 +555,7 @@ def _dsjson_row(data: dict[str, Any], text: str, line: int) -> Row:
         reward=event.reward,
         default_reward=default,
         model_version=version,
+        order=tuple(action - 1 for action in data["a"]),  # checked by read_event: each action once, shown first
     )
 
 
@@ -658,6 +660,7 @@ class Normalizer:
             list(row.pmf) if row.pmf is not None else _spread(len(row.action_ids), row.chosen, row.probability)
         )
         others = sorted((i for i in range(len(row.action_ids)) if i != row.chosen), key=lambda i: -probabilities[i])
+        order = list(row.order) if row.order is not None and row.order[0] == row.chosen else [row.chosen, *others]
         names = {index: name for name, index in self.table.indices.items()}
         names.update({index: name for name, index in RESERVED_NAMESPACES.items()})
         event = dsjson.logged_event(
@@ -666,7 +669,7 @@ class Normalizer:
             shared=shared,
             action_lines=lines,
             action_ids=list(row.action_ids),
-            order=[row.chosen, *others],
+            order=order,
             probabilities=probabilities,
             model_version=row.model_version,
             decision_point=self.decision_point,
