@@ -602,6 +602,11 @@ def add_importance_parser(sub: argparse._SubParsersAction) -> None:  # type: ign
     parser.add_argument("--policy", default="squarecb", metavar="SPEC", help="the configuration (default squarecb)")
     parser.add_argument("--features", action="store_true", help="also rank the features of the top namespaces")
     parser.add_argument("--top", type=int, default=3, help="with --features: how many namespaces (default 3)")
+    parser.add_argument(
+        "--weights",
+        action="store_true",
+        help="also each namespace's share of the learned model's weight magnitude (VW --invert_hash; one more pass)",
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--chart", type=Path, help="write a PNG chart here (default: --out with .png)")
     parser.add_argument("--confidence", type=float, default=0.95, help="level of the intervals (default 0.95)")
@@ -630,6 +635,7 @@ def _importance(args: argparse.Namespace) -> int:
             confidence=args.confidence,
             seed=args.seed,
             interval=args.interval,
+            weights=args.weights,
         )
     except (SpecError, ValueError, EvaluationError) as err:
         print(f"kairos importance: {err}", file=sys.stderr)

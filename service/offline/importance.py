@@ -16,19 +16,21 @@ now and a REST layer later.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import numpy as np
+import vowpalwabbit
 
 from policies import estimators
 from policies.estimators import Estimate, IntervalKind
 from service.offline.dsjson import BadEvent, read_event
-from service.offline.evaluate import Candidate, Replayed, replay_logs
+from service.offline.evaluate import Candidate, Replayed, learner_args, log_namespaces, replay_logs
 from service.offline.spec import parse_spec
 
 FULL = "all features"
@@ -52,6 +54,7 @@ class Ablation:
     feature: str | None
     estimate: Estimate  # DR value of the policy without it
     drop: Estimate  # DR(all features) - DR(without it), paired interval
+    weight_share: float | None = None  # share of the learned model's |weights| on terms with this namespace
 
     @property
     def label(self) -> str:
@@ -72,6 +75,7 @@ class Ablation:
             "verdict": self.verdict,
             "drop": self.drop.to_dict(),
             "value_without": self.estimate.to_dict(),
+            "weight_share": self.weight_share,
         }
 
 
@@ -158,6 +162,53 @@ def scan_namespaces(path: Path) -> list[_Found]:
     return list(found.values())
 
 
+def namespace_weights(path: Path, policy: str, names: dict[str, str], seed: int = 1) -> dict[str, float]:
+    """Each namespace's share of the learned model's weight magnitude: the policy learns every usable event
+    (VW ``--invert_hash`` names each weight's features), and each weight's |w| counts for every namespace
+    of its term (``user*offer`` for both; shares are of that attributed total). ``names`` maps the logs'
+    namespace keys to names.
+
+    A magnitude, not a value: a namespace of many noisy values can hold as much weight as one that
+    decides; the ablation drop says what the policy gains from it.
+    """
+    options = parse_spec(policy)
+    namespaces = log_namespaces(path, [Candidate(policy, options)])
+    totals: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        readable = Path(tmp) / "weights.txt"
+        args = [*learner_args(options, namespaces), "--dsjson", "--random_seed", str(seed)]
+        vw = vowpalwabbit.Workspace(arg_list=[*args, "--invert_hash", str(readable)])
+        try:
+            with path.open("r", encoding="utf-8", errors="replace") as handle:
+                for line in handle:
+                    try:
+                        read_event(line)
+                    except BadEvent:
+                        continue
+                    examples = vw.parse(line)
+                    try:
+                        vw.learn(examples)
+                    finally:
+                        vw.finish_example(examples)
+        finally:
+            vw.finish()  # writes the named weights
+        with readable.open(encoding="utf-8", errors="replace") as weights:
+            for row in weights:
+                term = row.partition(" ")[0]
+                parts = term.rsplit(":", 2)
+                if len(parts) != 3 or "^" not in parts[0]:
+                    continue  # the header, and the constant
+                try:
+                    magnitude = abs(float(parts[2]))
+                except ValueError:
+                    continue
+                for key in {feature.partition("^")[0] for feature in parts[0].split("*")}:
+                    name = names.get(key, key)
+                    totals[name] = totals.get(name, 0.0) + magnitude
+    total = sum(totals.values())
+    return {name: value / total for name, value in totals.items()} if total else {}
+
+
 def _without(key: str, feature: str | None) -> Callable[[str], str]:
     """A line transform that removes namespace ``key`` (or only ``feature`` from it) from every example."""
 
@@ -217,9 +268,11 @@ def feature_importance(
     seed: int = 1,
     interval: IntervalKind = "bernstein",
     progress: Callable[[int], None] | None = None,
+    weights: bool = False,
 ) -> Importance:
     """Rank the namespaces of the DSJSON logs at ``path`` (and, with ``features``, the features of the
-    ``top`` most important ones) by how much the ``policy`` SPEC's estimated value drops without them."""
+    ``top`` most important ones) by how much the ``policy`` SPEC's estimated value drops without them; with
+    ``weights``, also give each namespace's share of the learned model's weight magnitude."""
     options = parse_spec(policy)
     if not path.is_file():
         raise ImportanceError(f"no such log file: {path}")
@@ -232,6 +285,9 @@ def feature_importance(
     ]
     replayed = replay_logs(path, candidates, reward_range=reward_range, seed=seed, progress=progress)
     namespaces = _ablations(replayed, confidence, interval, [(labels[e.key], e.name, None) for e in found])
+    if weights:
+        shares = namespace_weights(path, policy, {entry.key: entry.name for entry in found}, seed)
+        namespaces = [replace(a, weight_share=shares.get(a.namespace, 0.0)) for a in namespaces]
     full = replayed.evaluation(confidence, seed, interval).results
     full_estimate = next(result.dr for result in full if result.label == FULL)
     ablated_features: list[Ablation] = []
@@ -272,12 +328,15 @@ def table(result: Importance) -> str:
     for title, ablations in (("namespace", result.namespaces), ("feature", result.features)):
         if not ablations:
             continue
-        header = f"{title:32} {'drop':>8} {level + ' interval (paired)':>22} {'value without':>14}  verdict"
+        shares = any(a.weight_share is not None for a in ablations)
+        header = f"{title:32} {'drop':>8} {level + ' interval (paired)':>22} {'value without':>14}"
+        header += f" {'|w| share':>9}  verdict" if shares else "  verdict"
         rows += [header, "-" * len(header)]
         for a in ablations:
+            share = f" {a.weight_share:>9.1%}" if shares and a.weight_share is not None else ""
             rows.append(
                 f"{a.label[:32]:32} {a.drop.value:>8.4f} [{a.drop.low:>9.4f},{a.drop.high:>9.4f}] "
-                f"{a.estimate.value:>14.4f}  {a.verdict}"
+                f"{a.estimate.value:>14.4f}{share}  {a.verdict}"
             )
         rows.append("")
     rows.append(

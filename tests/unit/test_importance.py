@@ -52,13 +52,17 @@ def _logs(tmp_path: Path, events: int, seed: int = 5) -> Path:
 
 def test_ablation_finds_the_namespace_and_the_feature_that_carry_the_signal(tmp_path: Path) -> None:
     logs = _logs(tmp_path, 700)
-    found = feature_importance(logs, "squarecb", features=True, top=3)
+    found = feature_importance(logs, "squarecb", features=True, top=3, weights=True)
     by_name = {a.namespace: a for a in found.namespaces}
     assert set(by_name) == {"user", "weather", "_action"}
     user, weather = by_name["user"], by_name["weather"]
     assert user.verdict == "matters" and user.drop.low > 0.1
     assert weather.verdict == "no clear effect" and weather.drop.value < user.drop.low
     assert user.drop.value == pytest.approx(found.full.value - user.estimate.value)
+    # The weights the policy learned lean the same way (a magnitude, reported beside the drop).
+    shares = {a.namespace: a.weight_share for a in found.namespaces}
+    assert sum(s or 0.0 for s in shares.values()) == pytest.approx(1.0)
+    assert (shares["user"] or 0.0) > (shares["weather"] or 0.0) > 0.0
     assert found.events == 700 and found.bad_line_count == 0
     features = {a.label: a for a in found.features}
     assert features["user.segment"].verdict == "matters"
