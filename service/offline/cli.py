@@ -495,6 +495,7 @@ def _import_logs(args: argparse.Namespace) -> int:
     from service.offline import log_import
     from service.offline.export import ExportError, find_record, open_store
     from service.offline.warm_start import WarmStart, WarmStartError
+    from service.store.lmdb_store import DataDirError
 
     def say(text: str) -> None:
         print(f"kairos import-logs: {text}", file=sys.stderr, flush=True)
@@ -523,7 +524,7 @@ def _import_logs(args: argparse.Namespace) -> int:
                 raise WarmStartError(f"no Kairos data in {data_dir}; pass the server's --data-dir")
             else:
                 say(f"no data directory at {data_dir}: namespaces are indexed afresh and no reward range is checked")
-        except (ExportError, WarmStartError) as err:
+        except (ExportError, WarmStartError, DataDirError) as err:
             say(str(err))
             return 2
 
@@ -622,6 +623,10 @@ def _importance(args: argparse.Namespace) -> int:
     from service.offline.evaluate import EvaluationError
     from service.offline.spec import SpecError
 
+    def report(events: int) -> None:
+        if events % 10_000 == 0:
+            print(f"kairos importance: replayed {events} events", file=sys.stderr, flush=True)
+
     try:
         bounds = _reward_range(args.reward_range)
         if not 0.0 < args.confidence < 1.0:
@@ -636,6 +641,7 @@ def _importance(args: argparse.Namespace) -> int:
             seed=args.seed,
             interval=args.interval,
             weights=args.weights,
+            progress=report,
         )
     except (SpecError, ValueError, EvaluationError) as err:
         print(f"kairos importance: {err}", file=sys.stderr)

@@ -40,6 +40,9 @@ class WarmStart:
             datadir.prepare(store, data_dir)
             self.plane = DecisionPlane(store, data_dir / "models", checkpoints_kept=settings.checkpoints_kept)
             self.plane.load_all()
+        except DataDirError as err:
+            store.close()
+            raise WarmStartError(str(err)) from None
         except BaseException:
             store.close()
             raise
