@@ -1,4 +1,4 @@
-"""The offline subcommands of ``kairos``: export and evaluate.
+"""The offline subcommands of ``kairos``: export, import-logs, evaluate, tune and importance.
 
 Kept apart from the serving commands; heavy imports happen inside the handlers so ``kairos --help`` and
 ``kairos serve`` do not pay for them.
@@ -10,11 +10,16 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.offline.spec import SEARCH_SPACE, format_spec, parse_spec
 
-COMMANDS = ("export", "evaluate", "tune")
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from service.domain import DecisionPointConfig
+
+COMMANDS = ("export", "import-logs", "evaluate", "tune", "importance")
 
 EXPORT_EPILOG = """\
 Only closed decisions are written: rewarded, or whose reward window passed (the decision point's
@@ -57,8 +62,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     export.add_argument("--until", metavar="ISO-8601", help="only decisions ranked before this time (UTC if no zone)")
     export.add_argument("-o", "--output", type=Path, help="write here (default: standard output)")
     export.add_argument("--quiet", action="store_true", help="no progress lines on standard error")
+    add_import_parser(sub)
     add_evaluate_parser(sub)
     add_tune_parser(sub)
+    add_importance_parser(sub)
 
 
 EVALUATE_EPILOG = """\
@@ -171,6 +178,10 @@ def add_tune_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def run(args: argparse.Namespace) -> int:
     if args.command == "export":
         return _export(args)
+    if args.command == "import-logs":
+        return _import_logs(args)
+    if args.command == "importance":
+        return _importance(args)
     if args.command == "evaluate":
         return _evaluate(args)
     if args.command == "tune":
@@ -404,3 +415,252 @@ class _Applier:
             raise ApplyError(f"{self.target}: {err.code().name}: {err.details()}") from None
         model = "a fresh model (the change alters the model's shape)" if reset else "the learned model carried over"
         return f"applied {spec!r} to {self.name!r}: {model}"
+
+
+IMPORT_EPILOG = """\
+Formats (default: from the file name: .csv, .jsonl/.ndjson, anything else DSJSON; .gz is read too):
+  dsjson  VW / Personalizer DSJSON, or a `kairos export`: _label_cost, _label_probability, _labelIndex,
+          a, p, c (namespaces as objects, actions in c._multi; an action's id is its _tag)
+  jsonl   {"event_id": "e-1", "timestamp": "2026-01-05T10:00:00Z",
+           "context": {"user": {"tier": "gold", "age": 41}},
+           "actions": [{"id": "offer-1", "features": {"offer": {"price": 2}}}, "offer-2"],
+           "chosen_action": "offer-1", "probability": 0.5, "reward": 1}
+  csv     header: actions (ids separated by ;), chosen_action, probability, reward, optional event_id,
+          timestamp, probabilities (; separated, in the order of actions), action_features (JSON:
+          id -> {namespace: {feature: value}}); other columns are context features, namespace.feature:
+            event_id,actions,chosen_action,probability,reward,user.tier,user.age
+            e-1,offer-1;offer-2,offer-1,0.5,1,gold,41
+
+Rows without a usable probability (missing, 0, above 1, NaN), with bad JSON, a chosen action that is not
+among the row's actions, a missing or non-finite reward or one outside the decision point's reward range,
+and a truncated last line are left out and listed with their line numbers and a count per reason.
+
+Valid rows are written as DSJSON exactly as `kairos export` writes it (features and namespace indices as
+the decision point's model sees them), for `kairos evaluate` and `kairos tune`. --learn also learns them
+into the decision point's model, with their logged probabilities, as a new model generation (like
+AdminService.ImportModel; audited): stop the server first, the data directory is locked.
+
+examples:
+  kairos import-logs last-year.csv --decision-point offers --dry-run
+  kairos import-logs last-year.csv --decision-point offers -o offers-history.dsjson
+  kairos evaluate offers-history.dsjson
+  kairos import-logs personalizer.json --format dsjson --decision-point offers --learn --data-dir /data
+"""
+
+
+def add_import_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser(
+        "import-logs",
+        help="check historical decision logs from another system; write them as DSJSON and/or warm-start a model",
+        description="Read logged decisions (DSJSON, CSV or JSON Lines) from another system, report the rows that "
+        "cannot be used, and write the others as DSJSON for `kairos evaluate`/`tune` (-o) or learn them into a "
+        "decision point's model (--learn).",
+        epilog=IMPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("file", type=Path, metavar="FILE", help="the logs, one decision per row")
+    parser.add_argument("--decision-point", required=True, metavar="NAME", help="the decision point they are for")
+    parser.add_argument("--format", choices=("dsjson", "csv", "jsonl"), help="default: from the file name")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="the data directory with the decision point (default: KAIROS_DATA_DIR, else ./kairos-data); "
+        "its namespace table and reward range apply when it exists",
+    )
+    parser.add_argument("-o", "--output", metavar="FILE", help="write the valid rows as DSJSON here (- for stdout)")
+    parser.add_argument("--dry-run", action="store_true", help="only check the rows and report; write nothing")
+    parser.add_argument(
+        "--learn", action="store_true", help="learn the valid rows into the decision point's model (server stopped)"
+    )
+    parser.add_argument("--report", type=Path, help="write the report (counts, every bad row) as JSON here")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on standard error")
+
+
+def _one_reward_range(config: DecisionPointConfig) -> tuple[float, float] | None:
+    """The range every imported reward must keep; none when the decision point sums rewards or learns reward
+    times business value (those may leave the range of one reward)."""
+    if config.aggregation != "first" or config.optimize_value:
+        return None
+    return config.reward_min, config.reward_max
+
+
+def _import_logs(args: argparse.Namespace) -> int:
+    import json
+    import time
+    from contextlib import ExitStack
+
+    from policies.features import NamespaceTable
+    from service import settings as settings_module
+    from service.offline import log_import
+    from service.offline.export import ExportError, find_record, open_store
+    from service.offline.warm_start import WarmStart, WarmStartError
+    from service.store.lmdb_store import DataDirError
+
+    def say(text: str) -> None:
+        print(f"kairos import-logs: {text}", file=sys.stderr, flush=True)
+
+    if not args.dry_run and not args.learn and not args.output:
+        say("say where the valid rows go: -o FILE (or -o - for standard output), --learn, or --dry-run to only check")
+        return 2
+    settings = settings_module.load()
+    data_dir = args.data_dir or settings.data_dir
+    fmt = args.format or log_import.guess_format(args.file)
+    with ExitStack() as stack:
+        warm: WarmStart | None = None
+        table: NamespaceTable = NamespaceTable()
+        reward_range: tuple[float, float] | None = None
+        try:
+            if args.learn and not args.dry_run:
+                warm = WarmStart(settings, data_dir, args.decision_point)
+                stack.callback(warm.close)
+                table, reward_range = warm.record.namespaces, _one_reward_range(warm.record.config)
+            elif (data_dir / "lmdb" / "data.mdb").is_file():
+                store = open_store(data_dir)
+                stack.callback(store.close)
+                record = find_record(store, args.decision_point)
+                table, reward_range = record.namespaces.copy(), _one_reward_range(record.config)
+            elif args.learn:
+                raise WarmStartError(f"no Kairos data in {data_dir}; pass the server's --data-dir")
+            else:
+                say(f"no data directory at {data_dir}: namespaces are indexed afresh and no reward range is checked")
+        except (ExportError, WarmStartError, DataDirError) as err:
+            say(str(err))
+            return 2
+
+        uses: list[Callable[[log_import.Normalized], object]] = []
+        if args.output and not args.dry_run:
+            try:
+                out = sys.stdout if args.output == "-" else stack.enter_context(Path(args.output).open("w"))
+            except OSError as err:
+                say(str(err))
+                return 1
+            uses.append(lambda event: out.write(event.event + "\n"))
+        if warm is not None:
+            uses.append(warm.learn)
+
+        started = time.monotonic()
+
+        def use(event: log_import.Normalized) -> None:
+            for each in uses:
+                each(event)
+
+        def progress(report: log_import.ImportReport) -> None:
+            if not args.quiet:
+                rate = report.lines / max(time.monotonic() - started, 1e-9)
+                say(f"{report.summary()} ({rate:,.0f} rows/s)")
+
+        normalizer = log_import.Normalizer(args.decision_point, table, reward_range, int(time.time() * 1000))
+        try:
+            report = log_import.import_rows(args.file, fmt, normalizer, use, progress=progress)
+        except (log_import.LogImportError, OSError) as err:
+            say(str(err))
+            return 2
+        say(report.summary())
+        for line in report.details():
+            print(line, file=sys.stderr)
+        if report.namespaces_added:
+            say(f"namespaces new to {args.decision_point!r}: {', '.join(report.namespaces_added)}")
+        if warm is not None:
+            if report.imported:
+                try:
+                    report.learned = warm.learned
+                    report.model_version = warm.commit(args.file.name, report.namespaces_added)
+                except WarmStartError as err:
+                    say(str(err))
+                    return 1
+                say(f"learned {warm.learned} events into {args.decision_point!r}: model version {report.model_version}")
+            else:
+                say("nothing learned: no usable rows")
+        if args.report:
+            args.report.write_text(json.dumps({"format": fmt, **report.to_dict()}, indent=2) + "\n")
+    return 0 if report.imported else 1
+
+
+IMPORTANCE_EPILOG = """\
+The policy (a SPEC, as for kairos evaluate) replays the logs with every feature and, in the same pass, once
+without each namespace; a namespace's importance is the drop in the policy's estimated value (doubly
+robust) without it, with a paired interval (the same events, the same reward model). Verdicts: "matters"
+(the whole interval above 0), "hurts" (below 0: the policy does better without it), "no clear effect".
+--features repeats it for each feature (every value of a categorical feature together) of the --top
+namespaces. For logs from another system, run them through `kairos import-logs` first.
+
+examples:
+  kairos importance offers.dsjson
+  kairos importance offers.dsjson --policy squarecb:gamma_scale=50 --features --out importance.json
+"""
+
+
+def add_importance_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser(
+        "importance",
+        help="rank namespaces (and features) by how much a policy's estimated value drops without them",
+        description="Feature importance by ablation through the offline evaluator, on DSJSON logs.",
+        epilog=IMPORTANCE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("logs", type=Path, metavar="LOGS", help="DSJSON file, one event per line")
+    parser.add_argument("--policy", default="squarecb", metavar="SPEC", help="the configuration (default squarecb)")
+    parser.add_argument("--features", action="store_true", help="also rank the features of the top namespaces")
+    parser.add_argument("--top", type=int, default=3, help="with --features: how many namespaces (default 3)")
+    parser.add_argument(
+        "--weights",
+        action="store_true",
+        help="also each namespace's share of the learned model's weight magnitude (VW --invert_hash; one more pass)",
+    )
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--chart", type=Path, help="write a PNG chart here (default: --out with .png)")
+    parser.add_argument("--confidence", type=float, default=0.95, help="level of the intervals (default 0.95)")
+    parser.add_argument("--reward-range", metavar="LOW,HIGH", help="bounds of a reward (default: as in the logs)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the learners")
+    parser.add_argument("--interval", **INTERVAL_OPTION)
+
+
+def _importance(args: argparse.Namespace) -> int:
+    import json
+
+    from service.offline import importance
+    from service.offline.evaluate import EvaluationError
+    from service.offline.spec import SpecError
+
+    def report(events: int) -> None:
+        if events % 10_000 == 0:
+            print(f"kairos importance: replayed {events} events", file=sys.stderr, flush=True)
+
+    try:
+        bounds = _reward_range(args.reward_range)
+        if not 0.0 < args.confidence < 1.0:
+            raise ValueError(f"--confidence {args.confidence} must be within (0, 1), for example 0.95")
+        result = importance.feature_importance(
+            args.logs,
+            args.policy,
+            features=args.features,
+            top=args.top,
+            reward_range=bounds,
+            confidence=args.confidence,
+            seed=args.seed,
+            interval=args.interval,
+            weights=args.weights,
+            progress=report,
+        )
+    except (SpecError, ValueError, EvaluationError) as err:
+        print(f"kairos importance: {err}", file=sys.stderr)
+        return 2
+    print(importance.table(result))
+    try:
+        if args.out:
+            args.out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        chart_path = args.chart or (args.out.with_suffix(".png") if args.out else None)
+        if chart_path:
+            try:
+                importance.chart(result, chart_path)
+            except ImportError:
+                print(
+                    "kairos importance: matplotlib is not installed (install the bench extra: kairos[bench]); "
+                    "no chart written",
+                    file=sys.stderr,
+                )
+    except OSError as err:
+        print(f"kairos importance: {err}", file=sys.stderr)
+        return 1
+    return 0

@@ -84,27 +84,62 @@ def event_json(
     reward_range: tuple[float, float] | None,
 ) -> dict[str, Any]:
     """One closed decision as a DSJSON event."""
-    context: dict[str, Any] = dict(line_namespaces(decision.shared))
+    return logged_event(
+        event_id=decision.event_id,
+        ranked_at_ms=decision.ranked_at_ms,
+        shared=decision.shared,
+        action_lines=action_lines,
+        action_ids=decision.action_ids,
+        order=decision.order,
+        probabilities=decision.probabilities,
+        model_version=decision.model_version,
+        decision_point=decision_point,
+        namespaces=namespaces,
+        reward=reward,
+        default_reward=default_reward,
+        reward_range=reward_range,
+    )
+
+
+def logged_event(
+    *,
+    event_id: str,
+    ranked_at_ms: int,
+    shared: str,
+    action_lines: list[str],
+    action_ids: list[str],
+    order: list[int],
+    probabilities: list[float],
+    model_version: str,
+    decision_point: str,
+    namespaces: dict[str, str],
+    reward: float,
+    default_reward: bool,
+    reward_range: tuple[float, float] | None,
+) -> dict[str, Any]:
+    """A DSJSON event from VW text lines: ``order`` ranks indices into the actions (the shown one first),
+    ``probabilities`` are per action in action order."""
+    context: dict[str, Any] = dict(line_namespaces(shared))
     context["_multi"] = [line_namespaces(line) for line in action_lines]
-    chosen = decision.chosen
+    chosen = order[0]
     return {
         "_label_cost": -reward,
-        "_label_probability": decision.chosen_probability,
+        "_label_probability": probabilities[chosen],
         "_label_Action": chosen + 1,
         "_labelIndex": chosen,
-        "Timestamp": iso_timestamp(decision.ranked_at_ms),
+        "Timestamp": iso_timestamp(ranked_at_ms),
         "Version": "1",
-        "EventId": decision.event_id,
-        "a": [i + 1 for i in decision.order],
+        "EventId": event_id,
+        "a": [i + 1 for i in order],
         "c": context,
-        "p": [decision.probabilities[i] for i in decision.order],
+        "p": [probabilities[i] for i in order],
         "_kairos": {
             "decision_point": decision_point,
-            "actions": decision.action_ids,
+            "actions": action_ids,
             "namespaces": namespaces,
             "reward_range": list(reward_range) if reward_range else None,
             "default_reward": default_reward,
-            "model_version": decision.model_version,
+            "model_version": model_version,
         },
     }
 
@@ -113,8 +148,25 @@ def dumps(event: dict[str, Any]) -> str:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+# What is wrong with a log line, in a few words: reports count bad lines by these.
+INVALID_JSON = "invalid JSON"
+TRUNCATED = "truncated last line"
+MISSING_FIELD = "missing field"
+BAD_PROBABILITY = "unusable probability"
+BAD_REWARD = "unusable reward"
+UNKNOWN_ACTION = "unknown chosen action"
+BAD_ACTIONS = "invalid actions"
+BAD_FEATURE = "invalid feature"
+BAD_TIMESTAMP = "invalid timestamp"
+NOT_ACTIVATED = "not activated"
+
+
 class BadEvent(ValueError):
-    """A log line that cannot be used; the message says why."""
+    """A log line that cannot be used; the message says why, ``kind`` (one of the reasons above) what."""
+
+    def __init__(self, message: str, kind: str = MISSING_FIELD) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -131,14 +183,14 @@ class LoggedEvent:
     reward_range: tuple[float, float] | None
 
 
-def _number(event: dict[str, Any], key: str) -> float:
+def _number(event: dict[str, Any], key: str, kind: str) -> float:
     value = event.get(key)
     if value is None:
-        raise BadEvent(f"{key} is missing")
+        raise BadEvent(f"{key} is missing", kind)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadEvent(f"{key} is {value!r}, not a number")
+        raise BadEvent(f"{key} is {value!r}, not a number", kind)
     if not math.isfinite(value):
-        raise BadEvent(f"{key} is {value}, not a finite number")
+        raise BadEvent(f"{key} is {value}, not a finite number", kind)
     return float(value)
 
 
@@ -147,22 +199,24 @@ def read_event(line: str) -> LoggedEvent:
     try:
         event = json.loads(line)
     except json.JSONDecodeError as err:
-        raise BadEvent(f"not valid JSON ({err.msg} at column {err.colno}; a truncated line?)") from None
+        raise BadEvent(f"not valid JSON ({err.msg} at column {err.colno}; a truncated line?)", INVALID_JSON) from None
     if not isinstance(event, dict):
-        raise BadEvent("not a JSON object")
-    cost = _number(event, "_label_cost")
-    probability = _number(event, "_label_probability")
+        raise BadEvent("not a JSON object", INVALID_JSON)
+    cost = _number(event, "_label_cost", BAD_REWARD)
+    probability = _number(event, "_label_probability", BAD_PROBABILITY)
     if not MIN_LOGGED_PROBABILITY <= probability <= 1.0:
-        raise BadEvent(f"_label_probability is {probability}; it must be within [{MIN_LOGGED_PROBABILITY:g}, 1]")
+        raise BadEvent(
+            f"_label_probability is {probability}; it must be within [{MIN_LOGGED_PROBABILITY:g}, 1]", BAD_PROBABILITY
+        )
     context = event.get("c")
     actions = context.get("_multi") if isinstance(context, dict) else None
     if not isinstance(actions, list) or not actions or not all(isinstance(a, dict) for a in actions):
-        raise BadEvent("c._multi (the list of actions) is missing or empty")
+        raise BadEvent("c._multi (the list of actions) is missing or empty", BAD_ACTIONS)
     index = event.get("_labelIndex")
     if index is None and isinstance(event.get("_label_Action"), int):
         index = event["_label_Action"] - 1
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(actions):
-        raise BadEvent(f"_labelIndex is {index!r}; it must index one of the {len(actions)} actions")
+        raise BadEvent(f"_labelIndex is {index!r}; it must index one of the {len(actions)} actions", UNKNOWN_ACTION)
     logged_pmf = _logged_pmf(event, len(actions), index, probability)
     meta = event.get("_kairos")
     meta = meta if isinstance(meta, dict) else {}
@@ -189,18 +243,20 @@ def _logged_pmf(event: dict[str, Any], actions: int, chosen: int, probability: f
     ranked, probabilities = event.get("a"), event.get("p")
     if ranked is None or probabilities is None:
         # VW's DSJSON parser reads no actions at all from an event without them.
-        raise BadEvent("a and p (the actions in ranked order and their probabilities) are missing")
+        raise BadEvent("a and p (the actions in ranked order and their probabilities) are missing", MISSING_FIELD)
     if not (isinstance(ranked, list) and isinstance(probabilities, list) and len(ranked) == len(probabilities)):
-        raise BadEvent("a and p must be lists of the same length")
+        raise BadEvent("a and p must be lists of the same length", BAD_PROBABILITY)
     if len(ranked) != actions or sorted(ranked) != list(range(1, actions + 1)):
-        raise BadEvent(f"a must list each of the {actions} actions once (1-based)")
+        raise BadEvent(f"a must list each of the {actions} actions once (1-based)", BAD_ACTIONS)
     pmf = [0.0] * actions
     for action, p in zip(ranked, probabilities, strict=True):
         if isinstance(p, bool) or not isinstance(p, int | float) or not (math.isfinite(p) and 0.0 <= p <= 1.0):
-            raise BadEvent(f"p holds {p!r}; probabilities must be within [0, 1]")
+            raise BadEvent(f"p holds {p!r}; probabilities must be within [0, 1]", BAD_PROBABILITY)
         pmf[action - 1] = float(p)
     if not math.isclose(sum(pmf), 1.0, abs_tol=1e-3):
-        raise BadEvent(f"p sums to {sum(pmf):.4f}, not 1")
+        raise BadEvent(f"p sums to {sum(pmf):.4f}, not 1", BAD_PROBABILITY)
     if not math.isclose(pmf[chosen], probability, rel_tol=1e-6, abs_tol=1e-9):
-        raise BadEvent(f"_label_probability {probability} differs from p of the chosen action ({pmf[chosen]})")
+        raise BadEvent(
+            f"_label_probability {probability} differs from p of the chosen action ({pmf[chosen]})", BAD_PROBABILITY
+        )
     return tuple(pmf)

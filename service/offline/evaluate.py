@@ -52,6 +52,8 @@ class BadLine:
 class Candidate:
     label: str
     options: LearnerOptions | None  # None for the references
+    # Rewrites each DSJSON line before this candidate's learner reads it (feature ablation); None: as logged.
+    transform: Callable[[str], str] | None = None
 
 
 @dataclass
@@ -179,6 +181,7 @@ class _Replay:
         self.candidates = list(candidates)
         self.args: dict[str, list[str]] = {}
         self.learners: dict[str, vowpalwabbit.Workspace] = {}
+        self.transforms = {c.label: c.transform for c in candidates if c.transform is not None}
         for candidate in candidates:
             if candidate.options is not None:
                 args = [*learner_args(candidate.options, namespaces), "--dsjson", "--random_seed", str(seed)]
@@ -206,7 +209,8 @@ class _Replay:
             model.finish_example(examples)
         pmfs: dict[str, Sequence[float]] = {LOGGED: event.logged_pmf, UNIFORM: [1.0 / event.actions] * event.actions}
         for label, learner in self.learners.items():
-            examples = _parse(learner, event)
+            transform = self.transforms.get(label)
+            examples = _parse(learner, event, transform(event.line) if transform else event.line)
             try:
                 pmf = learner.predict(examples)
                 learner.learn(examples)
@@ -231,9 +235,11 @@ class _Replay:
         self.reward_model.finish()
 
 
-def _parse(workspace: vowpalwabbit.Workspace, event: LoggedEvent) -> list[vowpalwabbit.Example]:
+def _parse(
+    workspace: vowpalwabbit.Workspace, event: LoggedEvent, line: str | None = None
+) -> list[vowpalwabbit.Example]:
     try:
-        examples: list[vowpalwabbit.Example] = workspace.parse(event.line)
+        examples: list[vowpalwabbit.Example] = workspace.parse(event.line if line is None else line)
     except Exception as err:  # VW raises plain exceptions on input it cannot read
         raise BadEvent(
             f"VW could not read it: {str(err).splitlines()[0][:200] if str(err) else type(err).__name__}"
@@ -244,17 +250,51 @@ def _parse(workspace: vowpalwabbit.Workspace, event: LoggedEvent) -> list[vowpal
     return examples
 
 
-def evaluate(
+@dataclass
+class Replayed:
+    """What one replay of the logs gathered: the per-event numbers of every candidate, and the bad lines."""
+
+    logs: str
+    candidates: list[Candidate]
+    replay: _Replay
+    lines: int
+    bad_lines: list[BadLine]
+    bad_line_count: int
+    reward_range: tuple[float, float]
+    reward_range_source: str
+
+    @property
+    def events(self) -> int:
+        return len(self.replay.rewards)
+
+    def evaluation(self, confidence: float, seed: int, interval: IntervalKind) -> Evaluation:
+        results = [
+            _estimate(self.replay, c.label, self.reward_range, confidence, seed, interval) for c in self.candidates
+        ]
+        for result in results:
+            result.vw_args = self.replay.args.get(result.label, [])
+        return Evaluation(
+            logs=self.logs,
+            events=self.events,
+            lines=self.lines,
+            bad_lines=self.bad_lines,
+            bad_line_count=self.bad_line_count,
+            reward_range=self.reward_range,
+            reward_range_source=self.reward_range_source,
+            confidence=confidence,
+            results=results,
+        )
+
+
+def replay_logs(
     path: Path,
     candidates: Sequence[Candidate],
     *,
     reward_range: tuple[float, float] | None = None,
-    confidence: float = 0.95,
     seed: int = 1,
     progress: Callable[[int], None] | None = None,
-    interval: IntervalKind = "bernstein",
-) -> Evaluation:
-    """Replay the DSJSON logs at ``path`` through every candidate; estimate each one's value."""
+) -> Replayed:
+    """Replay the DSJSON logs at ``path`` through every candidate (and the two references)."""
     if not path.is_file():
         raise EvaluationError(f"no such log file: {path}")
     references = [Candidate(LOGGED, None), Candidate(UNIFORM, None)]
@@ -302,20 +342,22 @@ def evaluate(
         observed = (min(replay.rewards), max(replay.rewards))
         bounds = (observed[0], observed[1] if observed[1] > observed[0] else observed[0] + 1.0)
         source = "observed (pass --reward-range for intervals that hold for any reward)"
-    results = [_estimate(replay, c.label, bounds, confidence, seed, interval) for c in everyone]
-    for result in results:
-        result.vw_args = replay.args.get(result.label, [])
-    return Evaluation(
-        logs=str(path),
-        events=len(replay.rewards),
-        lines=lines,
-        bad_lines=bad,
-        bad_line_count=bad_count,
-        reward_range=bounds,
-        reward_range_source=source,
-        confidence=confidence,
-        results=results,
-    )
+    return Replayed(str(path), everyone, replay, lines, bad, bad_count, bounds, source)
+
+
+def evaluate(
+    path: Path,
+    candidates: Sequence[Candidate],
+    *,
+    reward_range: tuple[float, float] | None = None,
+    confidence: float = 0.95,
+    seed: int = 1,
+    progress: Callable[[int], None] | None = None,
+    interval: IntervalKind = "bernstein",
+) -> Evaluation:
+    """Replay the DSJSON logs at ``path`` through every candidate; estimate each one's value."""
+    replayed = replay_logs(path, candidates, reward_range=reward_range, seed=seed, progress=progress)
+    return replayed.evaluation(confidence, seed, interval)
 
 
 def _estimate(

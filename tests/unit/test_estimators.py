@@ -112,3 +112,28 @@ def test_normal_intervals_by_hand() -> None:
     assert dr.high - dr.value == pytest.approx(1.959964 * float(np.std(terms, ddof=1)) / math.sqrt(3), rel=1e-6)
     # Narrower than the empirical Bernstein interval, which pays for holding at every sample size.
     assert found.high - found.low < estimators.ips(R, P, PI, reward_range=(0.0, 1.0)).high - found.low
+
+
+def test_dr_difference_by_hand() -> None:
+    r, p, q = [1.0, 0.0], [0.5, 0.5], [0.5, 0.5]
+    a, m_a = [1.0, 0.0], [0.6, 0.4]
+    b, m_b = [0.5, 0.5], [0.5, 0.5]
+    # d = (m_a - m_b) + (w_a - w_b)(r - q) = [0.1 + 1 * 0.5, -0.1 - 1 * -0.5] = [0.6, 0.4]
+    found = estimators.doubly_robust_difference(r, p, a, b, q, m_a, m_b, reward_range=(0, 1), interval="normal")
+    dr_a = estimators.doubly_robust(r, p, a, q, m_a, reward_range=(0, 1))
+    dr_b = estimators.doubly_robust(r, p, b, q, m_b, reward_range=(0, 1))
+    assert found.value == pytest.approx(0.5) == pytest.approx(dr_a.value - dr_b.value)
+    assert found.value - found.low == pytest.approx(1.959964 * math.sqrt(0.02) / math.sqrt(2), rel=1e-5)
+    # Empirical Bernstein: the terms lie in an interval of width 2 (high - low)(1 + W) = 6 with W = 2.
+    bernstein = estimators.doubly_robust_difference(r, p, a, b, q, m_a, m_b, reward_range=(0, 1))
+    log_term = math.log(4 / 0.05)
+    expected = math.sqrt(2 * 0.02 * log_term / 2) + 7 * 6 * log_term / 3
+    assert bernstein.high - bernstein.value == pytest.approx(expected)
+
+
+def test_dr_difference_of_a_policy_with_itself_is_exactly_zero() -> None:
+    rng = np.random.default_rng(3)
+    r, p = rng.uniform(0, 1, 50), rng.uniform(0.2, 1, 50)
+    pi, q, m = rng.uniform(0, 1, 50) * p, rng.uniform(0, 1, 50), rng.uniform(0, 1, 50)
+    found = estimators.doubly_robust_difference(r, p, pi, pi, q, m, m, reward_range=(0, 1), interval="normal")
+    assert found.value == 0.0 and found.low == 0.0 and found.high == 0.0
