@@ -214,11 +214,10 @@ def observe(challenger: Challenger, entry: JournalEntry, decision: Decision | No
     if decision is None:
         return  # retention removed it (see models.learn): skipped by the champion too
     try:
-        pmf = challenger.policy.predict(decision.shared, lines).pmf
-        challenger.value.add(entry.reward, decision.chosen_probability, min(max(pmf[decision.chosen], 0.0), 1.0))
-        challenger.policy.learn(
+        pmf = challenger.policy.score_and_learn(
             decision.shared, lines, decision.chosen, cost=-entry.reward, probability=decision.chosen_probability
         )
+        challenger.value.add(entry.reward, decision.chosen_probability, min(max(pmf[decision.chosen], 0.0), 1.0))
     except (PolicyError, ValueError) as err:
         log.warning("challenger_skipped_event", event_id=entry.event_id, error=str(err))
         return
