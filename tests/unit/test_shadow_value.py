@@ -38,8 +38,8 @@ def test_matches_the_batch_estimators() -> None:
     rng = random.Random(3)
     events = []
     for _ in range(500):
-        logged = rng.choice([0.1, 0.3, 0.6, 0.9])
-        events.append((rng.choice([-1.0, 0.0, 0.5, 1.0]), logged, rng.random()))
+        p = rng.choice([0.1, 0.3, 0.6, 0.9])
+        events.append((rng.choice([-1.0, 0.0, 0.5, 1.0]), p, rng.random()))
     value = filled(events)
     rewards = np.array([e[0] for e in events])
     logged = np.array([e[1] for e in events])
