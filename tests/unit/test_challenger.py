@@ -176,3 +176,30 @@ def test_bad_challenger_options_are_refused_and_change_nothing(plane: DecisionPl
     with pytest.raises(KairosError):
         plane.create_decision_point(DecisionPointConfig(name="other", challenger=bad))
     assert "other" not in plane.states
+
+
+def test_follows_new_namespaces_and_champion_resets(tmp_path: Path) -> None:
+    plane = open_plane(tmp_path)
+    plane.create_decision_point(DecisionPointConfig(name="dp", learner=UNIFORM, challenger=GREEDY))
+    traffic(plane, 20, seed=1)
+    plane.checkpoint_all()
+    for k in range(10):  # a context namespace the table has not seen: both models reload under it
+        context = (FeatureGroup("user", {"segment": "a"}), FeatureGroup("device", {"kind": f"d{k % 2}"}))
+        out = plane.rank(RankInput("dp", ACTIONS, context))
+        plane.reward("dp", out.event_id, 1.0)
+    plane.learn_pending(100)
+    state = plane.states["dp"]
+    assert state.challenger is not None
+    assert state.challenger.policy.args == GREEDY.vw_args(state.record.namespaces) != state.policy.args
+    plane.reset_model("dp")  # the champion starts again; the challenger keeps learning
+    traffic(plane, 10, seed=3)
+    assert state.challenger.learned == 40 and state.learned == 10
+    model, value = state.challenger.policy.to_bytes(), state.challenger.value
+    plane.store.close()
+
+    again = open_plane(tmp_path)
+    again.learn_pending(1000)
+    running = again.states["dp"].challenger
+    assert running is not None and running.learned == 40 and running.value == value
+    assert running.policy.to_bytes() == model
+    close(again)
