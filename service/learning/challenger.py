@@ -32,7 +32,7 @@ from policies.shadow_value import ShadowReport, ShadowValue
 from policies.vw import PolicyError, VWPolicy, write_model
 from service.domain import Decision, DecisionPointRecord
 from service.errors import invalid
-from service.store.lmdb_store import JournalEntry, Store, Txn
+from service.store.lmdb_store import CheckpointMeta, JournalEntry, Store, Txn
 
 if TYPE_CHECKING:
     from service.learning.models import ModelState
@@ -345,6 +345,18 @@ def _catch_up(store: Store, state: ModelState, running: Challenger) -> bool:
         decision, lines = read_event(store, state.name, entry)
         observe(running, entry, decision, lines)
     return True
+
+
+def checkpoint_metas(store: Store, txn: Txn, name: str) -> list[CheckpointMeta]:
+    """The challenger's kept checkpoints, with ``file`` relative to the decision point's model folder
+    (for backups, which copy the files LMDB refers to)."""
+    record = _read(store, txn, name)
+    if record is None:
+        return []
+    return [
+        CheckpointMeta(0, c.seq, f"{FOLDER}/{c.file}", c.sha256, c.learned, c.reward_sum, record.started_ms)
+        for c in record.checkpoints
+    ]
 
 
 # -- reporting ------------------------------------------------------------------------------------
