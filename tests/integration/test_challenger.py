@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import urllib.request
 from collections.abc import Callable
 
 import grpc
@@ -15,6 +16,7 @@ from service._pb.kairos.v1 import admin_service_pb2 as apb
 from service._pb.kairos.v1 import decision_service_pb2 as dpb
 from service._pb.kairos.v1 import types_pb2 as tpb
 from tests.helpers import group
+from tests.integration.test_metrics import free_port, sample
 from tests.server import RunningServer
 
 BEST = {"a": "x", "b": "y"}
@@ -120,7 +122,8 @@ def test_challenger_survives_restart_and_kill9_without_double_learning(
 
 
 def test_setting_and_clearing_through_update(make_server: Callable[..., RunningServer]) -> None:
-    server = make_server().start()
+    http_port = free_port()
+    server = make_server("--http-port", str(http_port)).start()
     create(server, challenger=None)
     traffic(server, 10, seed=5)
     assert not stats(server).HasField("challenger")
@@ -128,7 +131,14 @@ def test_setting_and_clearing_through_update(make_server: Callable[..., RunningS
         apb.UpdateDecisionPointRequest(decision_point=tpb.DecisionPoint(name="shop", challenger=GREEDY))
     )
     traffic(server, 10, seed=6)
-    assert wait_learned(server, 20, scored=10).challenger.events == 10  # only the events after it started
+    found = wait_learned(server, 20, scored=10).challenger
+    assert found.events == 10  # only the events after it started
+    text = urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5).read().decode()
+    assert sample(text, "kairos_challenger_events", decision_point="shop") == 10
+    ips = sample(text, "kairos_challenger_value", decision_point="shop", estimator="ips", bound="value")
+    assert ips == pytest.approx(found.challenger_ips.value)
+    low = sample(text, "kairos_challenger_value", decision_point="shop", estimator="on_policy", bound="low")
+    assert low == pytest.approx(found.champion.low)
     cleared = server.admin.UpdateDecisionPoint(
         apb.UpdateDecisionPointRequest(
             decision_point=tpb.DecisionPoint(name="shop"), update_mask=field_mask_pb2.FieldMask(paths=["challenger"])
