@@ -26,7 +26,7 @@ from pathlib import Path
 
 import structlog
 
-from benchmarks.load import build_rank_requests
+from benchmarks.workload import build_rank_requests
 from policies.learner_options import LearnerOptions
 from service._pb.kairos.v1 import decision_service_pb2 as dpb
 from service.domain import DecisionPointConfig
