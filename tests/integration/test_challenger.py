@@ -180,3 +180,22 @@ def test_bad_challenger_is_invalid_argument(server: RunningServer, bad: tpb.Chal
     with pytest.raises(grpc.RpcError) as missing:
         server.admin.GetDecisionPoint(apb.GetDecisionPointRequest(name="shop"))
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_workers_pass_challenger_calls_through(make_server: Callable[..., RunningServer]) -> None:
+    server = make_server("--workers", "2").start()
+    create(server)  # through a worker, to the learning process
+    traffic(server, 200, seed=7)  # ranked by the workers, learned by both models in the learning process
+    found = wait_learned(server, 200).challenger
+    assert found.challenger_ips.value > found.champion.value
+    assert server.admin.PromoteChallenger(apb.PromoteChallengerRequest(name="shop")).model_version == "2.200"
+    deadline = time.monotonic() + 10
+    while True:  # the workers serve the promoted model once its first snapshot is published
+        ranked = server.decisions.Rank(
+            dpb.RankRequest(decision_point="shop", context=[group("user", segment="a")], actions=ACTIONS)
+        )
+        if ranked.model_version.startswith("2."):
+            break
+        assert time.monotonic() < deadline, ranked
+        time.sleep(0.2)
+    assert server.stop() == 0
