@@ -87,6 +87,25 @@ class VWPolicy:
         examples += [labelled if i == chosen else self._action_example(line) for i, line in enumerate(actions)]
         self._vw.learn(examples)
 
+    def score_and_learn(
+        self, shared: str, actions: Sequence[str], chosen: int, cost: float, probability: float
+    ) -> tuple[float, ...]:
+        """The pmf over ``actions`` as the model is, then learn as :meth:`learn` (progressive validation).
+        One parse of the shared line serves both calls."""
+        if not math.isfinite(cost) or not math.isfinite(probability):
+            raise PolicyError(f"refusing to learn cost {cost} with probability {probability}")
+        examples = [vowpalwabbit.Example(self._vw, shared, _CB)]
+        examples += [self._action_example(line) for line in actions]
+        pmf = tuple(self._vw.predict(examples))
+        if len(pmf) != len(actions):
+            raise PolicyError(f"VW returned {len(pmf)} probabilities for {len(actions)} actions")
+        p = max(min(probability, 1.0), PROBABILITY_FLOOR)
+        examples[chosen + 1] = vowpalwabbit.Example(
+            self._vw, f"0:{vw_number(cost)}:{vw_number(p)} {actions[chosen]}", _CB
+        )
+        self._vw.learn(examples)
+        return pmf
+
     def to_bytes(self) -> bytes:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.vw"

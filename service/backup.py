@@ -20,6 +20,7 @@ from pathlib import Path
 import lmdb
 import structlog
 
+from service.learning import challenger as challengers
 from service.store.lmdb_store import CheckpointMeta, Store
 
 log = structlog.get_logger(__name__)
@@ -73,8 +74,10 @@ def _referenced(lmdb_dir: Path) -> list[tuple[str, CheckpointMeta]]:
     store = Store(lmdb_dir, readonly=True)
     try:
         with store.read() as txn:
-            return [
-                (name, meta) for name in store.load_decision_points(txn) for meta in store.all_checkpoints(txn, name)
+            names = list(store.load_decision_points(txn))
+            champions = [(name, meta) for name in names for meta in store.all_checkpoints(txn, name)]
+            return champions + [
+                (name, meta) for name in names for meta in challengers.checkpoint_metas(store, txn, name)
             ]
     finally:
         store.close()
@@ -93,10 +96,10 @@ def _copy_files(models_dir: Path, target: Path, only: list[tuple[str, Checkpoint
     wanted = (
         [models_dir / name / meta.file for name, meta in only]
         if only is not None
-        else [p for p in models_dir.glob("*/*.vw") if not p.name.startswith(".tmp-")]
+        else [p for p in _model_files(models_dir) if not p.name.startswith(".tmp-")]
     )
     for path in wanted:
-        copy = target / path.parent.name / path.name
+        copy = target / path.relative_to(models_dir)
         if copy.exists():
             continue
         copy.parent.mkdir(parents=True, exist_ok=True)
@@ -111,6 +114,11 @@ def _intact(models_dir: Path, name: str, meta: CheckpointMeta) -> bool:
 
 def _drop_unreferenced(models_dir: Path, referenced: list[tuple[str, CheckpointMeta]]) -> None:
     keep = {models_dir / name / meta.file for name, meta in referenced}
-    for path in models_dir.glob("*/*.vw"):
+    for path in _model_files(models_dir):
         if path not in keep:
             path.unlink()
+
+
+def _model_files(models_dir: Path) -> list[Path]:
+    """Champion checkpoints (NAME/*.vw) and challenger checkpoints (NAME/challenger/*.vw)."""
+    return [*models_dir.glob("*/*.vw"), *models_dir.glob(f"*/{challengers.FOLDER}/*.vw")]

@@ -14,6 +14,7 @@ interactions = ["_context*_actions"]  # or ["user*offer", "user*_actions"], or [
 learning_rate = 1.0
 namespace_ttl = { web = "1h", purchases = "365d" }   # stored profile features older than this are not used
 optimize_value = false         # true: learn reward x the shown catalog action's business_value
+challenger = { explorer = { kind = "epsilon_greedy", epsilon = 0.05 }, learning_rate = 0.5 }  # learns in shadow
 
 [decision_points.contact_policy]
 frequency_caps = [
@@ -60,7 +61,9 @@ _DP_KEYS = {
     "namespace_ttl",
     "contact_policy",
     "optimize_value",
+    "challenger",
 }
+_LEARNER_KEYS = {"explorer", "interactions", "learning_rate", "power_t", "bits", "l2"}
 _POLICY_KEYS = {
     "frequency_caps",
     "suppress_after_ignored",
@@ -98,19 +101,17 @@ def _decision_point(entry: dict[str, Any]) -> DecisionPointConfig:
         )
     if "name" not in entry:
         raise ConfigError("every [[decision_points]] entry needs a name")
-    default = LearnerOptions()
-    learner = LearnerOptions(
-        explorer=Explorer(**entry.get("explorer", {})),
-        interactions=tuple(entry.get("interactions", default.interactions)),
-        learning_rate=float(entry.get("learning_rate", default.learning_rate)),
-        power_t=float(entry.get("power_t", default.power_t)),
-        bits=int(entry.get("bits", default.bits)),
-        l2=float(entry.get("l2", default.l2)),
-    )
+    challenger = entry.get("challenger")
+    if challenger is not None and set(challenger) - _LEARNER_KEYS:
+        raise ConfigError(
+            f"decision point {entry['name']!r} challenger: unknown keys {sorted(set(challenger) - _LEARNER_KEYS)}; "
+            f"known: {sorted(_LEARNER_KEYS)}"
+        )
     low, high = entry.get("reward_range", (-1.0, 1.0))
     return DecisionPointConfig(
         name=entry["name"],
-        learner=learner,
+        learner=_learner(entry),
+        challenger=None if challenger is None else _learner(dict(challenger)),
         reward_wait_ms=parse_duration_ms(entry.get("reward_wait", DEFAULT_REWARD_WAIT_MS)),
         default_reward=float(entry.get("default_reward", 0.0)),
         aggregation=entry.get("aggregation", "first"),
@@ -120,6 +121,18 @@ def _decision_point(entry: dict[str, Any]) -> DecisionPointConfig:
         contact=_contact_policy(entry["name"], dict(entry.get("contact_policy", {}))),
         optimize_value=bool(entry.get("optimize_value", False)),
         namespace_ttl_ms=tuple(sorted((ns, parse_duration_ms(t)) for ns, t in entry.get("namespace_ttl", {}).items())),
+    )
+
+
+def _learner(entry: dict[str, Any]) -> LearnerOptions:
+    default = LearnerOptions()
+    return LearnerOptions(
+        explorer=Explorer(**entry.get("explorer", {})),
+        interactions=tuple(entry.get("interactions", default.interactions)),
+        learning_rate=float(entry.get("learning_rate", default.learning_rate)),
+        power_t=float(entry.get("power_t", default.power_t)),
+        bits=int(entry.get("bits", default.bits)),
+        l2=float(entry.get("l2", default.l2)),
     )
 
 

@@ -40,6 +40,8 @@ class DecisionPointConfig:
     # (namespace, ms): stored profile features older than this are not used
     namespace_ttl_ms: tuple[tuple[str, int], ...] = ()
     optimize_value: bool = False  # learn reward x the shown action's business value
+    # Learner options of a challenger model that learns in shadow (never serves); None: no challenger.
+    challenger: LearnerOptions | None = None
 
     @property
     def effective_seed(self) -> int:
@@ -58,6 +60,7 @@ class DecisionPointConfig:
             "contact": self.contact.to_dict(),
             "namespace_ttl_ms": [list(pair) for pair in self.namespace_ttl_ms],
             "optimize_value": self.optimize_value,
+            "challenger": None if self.challenger is None else self.challenger.to_dict(),
         }
 
     @classmethod
@@ -66,6 +69,8 @@ class DecisionPointConfig:
         fields["learner"] = LearnerOptions.from_dict(fields.get("learner", {}))
         fields["contact"] = ContactPolicy.from_dict(fields.get("contact", {}))
         fields["namespace_ttl_ms"] = tuple((ns, ms) for ns, ms in fields.get("namespace_ttl_ms", ()))
+        challenger = fields.get("challenger")
+        fields["challenger"] = None if challenger is None else LearnerOptions.from_dict(challenger)
         return cls(**fields)
 
     def with_changes(self, **changes: Any) -> DecisionPointConfig:

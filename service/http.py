@@ -78,7 +78,34 @@ def gauges(plane: DecisionPlane) -> list[metrics.Gauge]:
             [([("decision_point", s.decision_point), ("model_version", s.model_version)], 1.0) for s in stats],
         ),
     ]
-    return found
+    return found + challenger_gauges(stats)
+
+
+def challenger_gauges(stats: list[Stats]) -> list[metrics.Gauge]:
+    """Decision points with a challenger: its estimated value beside the champion's (as GetStats)."""
+    values: list[tuple[list[tuple[str, str]], float]] = []
+    events: list[tuple[list[tuple[str, str]], float]] = []
+    for s in stats:
+        if s.challenger is None:
+            continue
+        report = s.challenger.report
+        events.append(([("decision_point", s.decision_point)], float(report.events)))
+        for estimate in (report.champion, report.ips, report.snips):
+            for bound, number in (("value", estimate.value), ("low", estimate.low), ("high", estimate.high)):
+                labels = [("decision_point", s.decision_point), ("estimator", estimate.estimator), ("bound", bound)]
+                values.append((labels, number))
+    if not events:
+        return []
+    return [
+        ("kairos_challenger_events", "gauge", "Events the challenger has scored and learned.", events),
+        (
+            "kairos_challenger_value",
+            "gauge",
+            "Estimated value per event over the challenger's events: estimator on_policy is the champion's "
+            "mean reward, ips and snips the challenger's; bound value, low or high (95% interval).",
+            values,
+        ),
+    ]
 
 
 class HttpServer:

@@ -57,6 +57,7 @@ from service.domain import (
     DecisionPointRecord,
 )
 from service.errors import Code, KairosError, failed_precondition, invalid, not_found
+from service.learning import challenger as challengers
 from service.learning import models
 from service.learning.models import ModelState, now_ms
 from service.offline.export import NO_END, ExportProgress, export_pages
@@ -114,6 +115,7 @@ class Stats:
     model_version: str
     backlog: int
     last_checkpoint_ms: int
+    challenger: challengers.ChallengerSummary | None = None
 
 
 @dataclass
@@ -616,6 +618,7 @@ class DecisionPlane:
             )
         record = DecisionPointRecord(config=config, namespaces=NamespaceTable())
         policy = self._new_policy(record)
+        challenger = challengers.prepare(None, record)
         self.store.write(lambda txn: self.store.put_decision_point(txn, record))
         self.states[config.name] = ModelState(
             record=record,
@@ -623,6 +626,7 @@ class DecisionPlane:
             applied_seq=0,
             next_seq=1,
         )
+        challengers.install(self.store, self.models_dir, self.states[config.name], challenger)
         log.info("decision_point_created", decision_point=config.name, config=config.to_dict())
         return record
 
@@ -665,6 +669,7 @@ class DecisionPlane:
             generation=state.record.generation,
             base_seq=state.record.base_seq,
         )
+        challenger = challengers.prepare(state, record)
         if reshaped or reset_model:
             self._start_generation(state, record)
         elif config.learner != old.learner:
@@ -678,6 +683,7 @@ class DecisionPlane:
         else:
             self.store.write(lambda txn: self.store.put_decision_point(txn, record))
             state.record = record
+        challengers.install(self.store, self.models_dir, state, challenger)
         log.info("decision_point_updated", decision_point=config.name, before=old.to_dict(), after=config.to_dict())
         return state.record
 
@@ -711,6 +717,7 @@ class DecisionPlane:
 
     def delete_decision_point(self, name: str) -> None:
         state = self._state(name)
+        challengers.drop(self.store, self.models_dir, state)
         self.store.write(lambda txn: self.store.delete_decision_point(txn, name))
         state.policy.close()
         del self.states[name]
@@ -775,6 +782,29 @@ class DecisionPlane:
         )
         return state.model_version, dropped
 
+    def promote_challenger(self, name: str) -> DecisionPointRecord:
+        """Make the challenger the champion: its learner options and its model (a new generation)."""
+        state = self._state(name)
+        if state.challenger is None:
+            raise failed_precondition(
+                "NO_CHALLENGER", f"decision point {name!r} has no challenger; set one with UpdateDecisionPoint"
+            )
+        while state.backlog:  # both models learn what is journaled, so the promoted one is complete
+            models.learn(self.store, state, state.backlog.popleft())
+        running = challengers.detach(state)
+        assert running is not None
+        config = dataclasses.replace(state.record.config, learner=running.learner, challenger=None)
+        record = DecisionPointRecord(config=config, namespaces=state.record.namespaces)
+        try:
+            self._start_generation(state, record, running.policy.to_bytes(), running.learned, running.reward_sum)
+        except BaseException:
+            state.challenger = running
+            raise
+        state.challenger = running
+        challengers.drop(self.store, self.models_dir, state)
+        log.warning("challenger_promoted", decision_point=name, model_version=state.model_version)
+        return state.record
+
     def export_model(self, name: str) -> tuple[bytes, str]:
         state = self._state(name)
         return state.policy.to_bytes(), state.model_version
@@ -803,6 +833,7 @@ class DecisionPlane:
             model_version=state.model_version,
             backlog=len(state.backlog),
             last_checkpoint_ms=state.checkpoint_ms,
+            challenger=challengers.summary(state),
         )
 
     # -- learning -----------------------------------------------------------
@@ -882,6 +913,8 @@ class DecisionPlane:
     def close(self) -> None:
         for state in self.states.values():
             state.policy.close()
+            if state.challenger is not None:
+                state.challenger.policy.close()
 
 
 def _answer(decision: Decision) -> RankOutput:

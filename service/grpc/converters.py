@@ -19,6 +19,7 @@ from policies.contact import (
     Operator,
     QuietHours,
 )
+from policies.estimators import Estimate
 from policies.features import FeatureGroup, FeatureScalar
 from policies.learner_options import Explorer, LearnerOptions
 from service._pb.kairos.v1 import admin_service_pb2 as admin_pb
@@ -28,6 +29,7 @@ from service._pb.kairos.v1 import types_pb2 as types_pb
 from service.audit import AuditRecord
 from service.domain import DEFAULT_REWARD_WAIT_MS, CatalogEntry, DecisionPointConfig, DecisionPointRecord
 from service.errors import invalid
+from service.learning.challenger import ChallengerSummary
 from service.offline.export import NO_END
 from service.plane import RankInput, RankOutput, Stats
 from service.store.lmdb_store import CheckpointMeta
@@ -156,6 +158,9 @@ def config(dp: types_pb.DecisionPoint) -> DecisionPointConfig:
         contact=contact_policy(dp.contact_policy),
         namespace_ttl_ms=tuple(sorted((ns, _wait_ms(ttl)) for ns, ttl in dp.namespace_ttl.items())),
         optimize_value=dp.optimize_value,
+        challenger=learner_options(dp.challenger.exploration, dp.challenger.learning)
+        if dp.HasField("challenger")
+        else None,
     )
 
 
@@ -171,6 +176,7 @@ UPDATABLE = (
     "contact_policy",
     "namespace_ttl",
     "optimize_value",
+    "challenger",
 )
 
 
@@ -202,6 +208,7 @@ def updated_config(current: DecisionPointConfig, request: admin_pb.UpdateDecisio
         contact=wanted.contact if "contact_policy" in top else current.contact,
         namespace_ttl_ms=wanted.namespace_ttl_ms if "namespace_ttl" in top else current.namespace_ttl_ms,
         optimize_value=wanted.optimize_value if "optimize_value" in top else current.optimize_value,
+        challenger=wanted.challenger if "challenger" in top else current.challenger,
     )
 
 
@@ -255,7 +262,33 @@ def decision_point_pb(record: DecisionPointRecord) -> types_pb.DecisionPoint:
         contact_policy=contact_policy_pb(cfg.contact),
         namespace_ttl={ns: _duration(ms) for ns, ms in cfg.namespace_ttl_ms},
         optimize_value=cfg.optimize_value,
+        challenger=None
+        if cfg.challenger is None
+        else types_pb.Challenger(
+            exploration=exploration_pb(cfg.challenger.explorer), learning=learning_pb(cfg.challenger)
+        ),
     )
+
+
+def _estimate_pb(estimate: Estimate) -> admin_pb.ChallengerEstimate:
+    return admin_pb.ChallengerEstimate(
+        value=estimate.value, low=estimate.low, high=estimate.high, interval=estimate.interval
+    )
+
+
+def challenger_stats_pb(summary: ChallengerSummary) -> admin_pb.ChallengerStats:
+    report = summary.report
+    found = admin_pb.ChallengerStats(
+        model_version=summary.model_version,
+        events=report.events,
+        champion=_estimate_pb(report.champion),
+        challenger_ips=_estimate_pb(report.ips),
+        challenger_snips=_estimate_pb(report.snips),
+        effective_sample_size=report.ips.effective_sample_size,
+        confidence=report.ips.confidence,
+    )
+    found.start_time.FromMilliseconds(summary.started_ms)
+    return found
 
 
 def stats_pb(stats: Stats) -> admin_pb.DecisionPointStats:
@@ -279,6 +312,7 @@ def stats_pb(stats: Stats) -> admin_pb.DecisionPointStats:
         default_rewards=counters["default_rewards"],
         learner=learner,
         fallbacks=counters["fallbacks"],
+        challenger=None if stats.challenger is None else challenger_stats_pb(stats.challenger),
     )
 
 

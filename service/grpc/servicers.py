@@ -289,6 +289,19 @@ class AdminServicer(_Base, admin_grpc.AdminServiceServicer):
         )
         return admin_pb.RollbackModelResponse(model_version=version, dropped_events=dropped)
 
+    @rpc("PromoteChallenger")
+    async def PromoteChallenger(self, request: admin_pb.PromoteChallengerRequest, context: Any) -> Any:
+        before = self.plane.get_decision_point(request.name)
+        before_json = {**_config_json(before), "model_version": self.plane.model_version(request.name)}
+        after = self.plane.promote_challenger(request.name)
+        version = self.plane.model_version(request.name)
+        self._audit(
+            context, "PromoteChallenger", request.name, before_json, {**_config_json(after), "model_version": version}
+        )
+        return admin_pb.PromoteChallengerResponse(
+            decision_point=converters.decision_point_pb(after), model_version=version
+        )
+
     @rpc_stream("ExportDecisions")
     async def ExportDecisions(
         self, request: admin_pb.ExportDecisionsRequest, context: Any

@@ -19,7 +19,8 @@ from pathlib import Path
 import structlog
 
 from policies.vw import PolicyError, VWPolicy, write_model
-from service.domain import DecisionPointRecord
+from service.domain import Decision, DecisionPointRecord
+from service.learning import challenger as challengers
 from service.store.lmdb_store import CheckpointMeta, JournalEntry, Store, Txn
 
 log = structlog.get_logger(__name__)
@@ -54,6 +55,7 @@ class ModelState:
     backlog: collections.deque[JournalEntry] = field(default_factory=collections.deque)
     loaded: bool = True  # False while a serving worker waits for the model's first snapshot
     predict_s: float = 0.0  # moving average of the model's predict time, to foresee a missed deadline
+    challenger: challengers.Challenger | None = None  # learns the same entries in shadow; never serves
 
     @property
     def name(self) -> str:
@@ -105,6 +107,7 @@ def load(store: Store, models_dir: Path, record: DecisionPointRecord) -> ModelSt
     # (in slices, so the server can answer health checks meanwhile) before it serves.
     with store.read() as txn:
         state.backlog.extend(store.journal_after(txn, name, state.applied_seq))
+    challengers.load(store, models_dir, state)
     log.info(
         "model_loaded",
         decision_point=name,
@@ -122,16 +125,24 @@ def read_checkpoint(models_dir: Path, name: str, meta: CheckpointMeta) -> bytes:
     return data
 
 
-def learn(store: Store, state: ModelState, entry: JournalEntry) -> None:
-    """Learn one journal entry (in sequence order) into the model."""
-    if entry.seq <= state.applied_seq:
-        return  # already in the model (replayed)
+def read_event(store: Store, name: str, entry: JournalEntry) -> tuple[Decision | None, list[str]]:
+    """The decision of a journal entry and its action lines; None when retention has removed them."""
     with store.read() as txn:
-        decision = entry.decision or store.get_decision(txn, state.name, entry.event_id)
+        decision = entry.decision or store.get_decision(txn, name, entry.event_id)
         try:
             lines = store.lines_of(txn, decision) if decision is not None else []
         except KeyError:
             decision = None
+    return decision, lines
+
+
+def learn(store: Store, state: ModelState, entry: JournalEntry) -> None:
+    """Learn one journal entry (in sequence order) into the model, and into the challenger if any."""
+    if entry.seq <= state.applied_seq:
+        return  # already in the model (replayed)
+    decision, lines = read_event(store, state.name, entry)
+    if state.challenger is not None:
+        challengers.observe(state.challenger, entry, decision, lines)
     if decision is None:
         # Only retention removes events and lines, long after they were learned; skip, never stall.
         log.warning("learn_skipped_missing_event", decision_point=state.name, event_id=entry.event_id)
@@ -153,7 +164,8 @@ def follow_namespaces(store: Store, models_dir: Path, state: ModelState, kept: i
     covers the new namespace, so reload the model under the new command line (VW keeps the weights), and
     checkpoint it, so that a replay after a crash learns under the same command line as this run."""
     args = state.vw_args()
-    if args == state.policy.args:
+    challenger_moved = challengers.follow_namespaces(state)
+    if args == state.policy.args and not challenger_moved:
         return
     state.policy = state.policy.under(args)
     checkpoint(store, models_dir, state, kept)
@@ -170,6 +182,7 @@ class ModelCopy:
     learned: int
     reward_sum: float
     data: bytes
+    challenger: challengers.ChallengerCopy | None = None  # checkpointed with the champion, same seq
 
     def path(self, models_dir: Path) -> Path:
         return _checkpoint_path(models_dir, self.name, self.generation, self.seq)
@@ -178,12 +191,20 @@ class ModelCopy:
 def copy_model(state: ModelState) -> ModelCopy:
     """On the thread that owns the model (VW is not thread-safe)."""
     return ModelCopy(
-        state.name, state.record.generation, state.applied_seq, state.learned, state.reward_sum, state.policy.to_bytes()
+        state.name,
+        state.record.generation,
+        state.applied_seq,
+        state.learned,
+        state.reward_sum,
+        state.policy.to_bytes(),
+        challengers.copy(state),
     )
 
 
 def write_checkpoint_file(models_dir: Path, copy: ModelCopy) -> str:
     """The durable file write (fsync): any thread, so the serving loop does not wait for the disk."""
+    if copy.challenger is not None:
+        challengers.write_file(models_dir, copy.name, copy.challenger)
     return write_model(copy.path(models_dir), copy.data)
 
 
@@ -195,6 +216,7 @@ def record_checkpoint(
     name, generation = state.name, copy.generation
     if state.record.generation != generation:
         copy.path(models_dir).unlink(missing_ok=True)
+        challengers.discard(models_dir, name, copy.challenger)
         return None
     meta = CheckpointMeta(
         generation=generation,
@@ -206,8 +228,12 @@ def record_checkpoint(
         created_ms=now_ms(),
     )
 
+    challenger_stale: list[str] = []
+
     def record(txn: Txn) -> list[CheckpointMeta]:
         store.put_checkpoint(txn, name, meta)
+        if copy.challenger is not None:
+            challenger_stale[:] = challengers.record_checkpoint(store, txn, name, copy.challenger, kept)
         every = store.all_checkpoints(txn, name)
         current = sorted((m for m in every if m.generation == generation), key=lambda m: m.seq)
         stale = [m for m in every if m.generation != generation] + current[:-kept]
@@ -219,6 +245,7 @@ def record_checkpoint(
 
     for old in store.write(record):
         _checkpoint_path(models_dir, name, old.generation, old.seq).unlink(missing_ok=True)
+    challengers.remove_files(models_dir, name, challenger_stale)
     if meta.seq >= state.checkpoint_seq:
         state.checkpoint_seq, state.checkpoint_ms = meta.seq, meta.created_ms
     return meta

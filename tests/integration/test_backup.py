@@ -16,6 +16,7 @@ import pytest
 from service._pb.kairos.v1 import admin_service_pb2 as apb
 from service._pb.kairos.v1 import decision_service_pb2 as dpb
 from service._pb.kairos.v1 import decision_service_pb2_grpc
+from service._pb.kairos.v1 import types_pb2 as tpb
 from service.store.lmdb_store import DB_NAMES, FORMAT_VERSION, Store
 from tests.helpers import rank_request
 from tests.integration.test_durability import wait_learned
@@ -70,6 +71,10 @@ def test_hot_backup_under_traffic_restores_a_consistent_server(
 ) -> None:
     # Checkpoints every 50 ms: the copy races checkpoint writes and pruning.
     server = make_server("--checkpoint-interval-s", "0.05").start()
+    challenger = tpb.Challenger(exploration=tpb.Exploration(epsilon_greedy=tpb.EpsilonGreedy(epsilon=0.1)))
+    server.admin.UpdateDecisionPoint(
+        apb.UpdateDecisionPointRequest(decision_point=tpb.DecisionPoint(name="demo", challenger=challenger))
+    )
     traffic = Traffic(server.port)
     traffic.start()
     copies = []
@@ -92,9 +97,11 @@ def test_hot_backup_under_traffic_restores_a_consistent_server(
         assert floor <= stats.rewards <= stats.ranks <= ceiling + 1
         # Every reward was journaled and is in the model (checkpoint + replay): nothing lost, nothing doubled.
         assert stats.learned == stats.rewards, (name, stats)
+        assert stats.challenger.events == stats.learned  # its checkpoints were copied too
         assert restored.decisions.Rank(rank_request(4)).model_version == f"1.{stats.learned}"
         log = restored.log()
         assert "checkpoint_unusable" not in log and "no_valid_checkpoint" not in log
+        assert "challenger_restarted" not in log
         assert restored.stop() == 0
 
 

@@ -84,3 +84,15 @@ def test_config_file_declares_contact_policy_and_ttl(tmp_path: Path) -> None:
     )
     with pytest.raises(config_file.ConfigError, match="missing key"):
         config_file.load(path)
+
+
+def test_config_file_declares_a_challenger(tmp_path: Path) -> None:
+    path = tmp_path / "kairos.toml"
+    path.write_text((config_file.__doc__ or "").split("\n", 1)[1])
+    (dp,) = config_file.load(path).decision_points
+    assert dp.challenger is not None
+    assert (dp.challenger.explorer.kind, dp.challenger.explorer.epsilon) == ("epsilon_greedy", 0.05)
+    assert dp.challenger.learning_rate == 0.5 and dp.challenger.interactions == dp.learner.interactions
+    path.write_text('[[decision_points]]\nname = "x"\nchallenger = { learning_rat = 0.5 }\n')
+    with pytest.raises(config_file.ConfigError, match="learning_rat"):
+        config_file.load(path)

@@ -205,6 +205,7 @@ class DecisionPointStats(_message.Message):
     DEFAULT_REWARDS_FIELD_NUMBER: _builtins.int
     LEARNER_FIELD_NUMBER: _builtins.int
     FALLBACKS_FIELD_NUMBER: _builtins.int
+    CHALLENGER_FIELD_NUMBER: _builtins.int
     decision_point: _builtins.str
     ranks: _builtins.int
     """Events ranked (retries of the same event id count once)."""
@@ -224,6 +225,10 @@ class DecisionPointStats(_message.Message):
     """Ranks answered with the fallback ranking because the model could not answer (see RankResponse)."""
     @_builtins.property
     def learner(self) -> Global___LearnerStatus: ...
+    @_builtins.property
+    def challenger(self) -> Global___ChallengerStats:
+        """The challenger's estimated value beside the champion's; unset when there is no challenger."""
+
     def __init__(
         self,
         *,
@@ -237,14 +242,102 @@ class DecisionPointStats(_message.Message):
         default_rewards: _builtins.int = ...,
         learner: Global___LearnerStatus | None = ...,
         fallbacks: _builtins.int = ...,
+        challenger: Global___ChallengerStats | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["learner", b"learner"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["challenger", b"challenger", "learner", b"learner"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["average_reward", b"average_reward", "decision_point", b"decision_point", "default_rewards", b"default_rewards", "duplicate_rewards", b"duplicate_rewards", "fallbacks", b"fallbacks", "late_rewards", b"late_rewards", "learned", b"learned", "learner", b"learner", "ranks", b"ranks", "rewards", b"rewards"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["average_reward", b"average_reward", "challenger", b"challenger", "decision_point", b"decision_point", "default_rewards", b"default_rewards", "duplicate_rewards", b"duplicate_rewards", "fallbacks", b"fallbacks", "late_rewards", b"late_rewards", "learned", b"learned", "learner", b"learner", "ranks", b"ranks", "rewards", b"rewards"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DecisionPointStats: _TypeAlias = DecisionPointStats  # noqa: Y015
+
+@_typing.final
+class ChallengerStats(_message.Message):
+    """Progressive validation of a challenger on the champion's traffic since the challenger started:
+    before learning each event, the challenger's probability of the action the champion showed is
+    weighed against the logged probability. Intervals are two-sided at `confidence`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    CHAMPION_FIELD_NUMBER: _builtins.int
+    CHALLENGER_IPS_FIELD_NUMBER: _builtins.int
+    CHALLENGER_SNIPS_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_SAMPLE_SIZE_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    model_version: _builtins.str
+    """The challenger's model: "challenger-<n>.<learned events>"; n grows with each new challenger."""
+    events: _builtins.int
+    """Events scored (and learned) by the challenger: the same events as the estimates below."""
+    effective_sample_size: _builtins.float
+    """Kish's effective sample size of the importance weights: how many events the estimates are worth."""
+    confidence: _builtins.float
+    @_builtins.property
+    def champion(self) -> Global___ChallengerEstimate:
+        """The champion's value: its mean reward over those events (on-policy), empirical Bernstein interval."""
+
+    @_builtins.property
+    def challenger_ips(self) -> Global___ChallengerEstimate:
+        """The challenger's value by inverse propensity scoring, empirical Bernstein interval."""
+
+    @_builtins.property
+    def challenger_snips(self) -> Global___ChallengerEstimate:
+        """The challenger's value by self-normalised IPS, normal-approximation (delta method) interval."""
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        model_version: _builtins.str = ...,
+        events: _builtins.int = ...,
+        champion: Global___ChallengerEstimate | None = ...,
+        challenger_ips: Global___ChallengerEstimate | None = ...,
+        challenger_snips: Global___ChallengerEstimate | None = ...,
+        effective_sample_size: _builtins.float = ...,
+        confidence: _builtins.float = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["challenger_ips", b"challenger_ips", "challenger_snips", b"challenger_snips", "champion", b"champion", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenger_ips", b"challenger_ips", "challenger_snips", b"challenger_snips", "champion", b"champion", "confidence", b"confidence", "effective_sample_size", b"effective_sample_size", "events", b"events", "model_version", b"model_version", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChallengerStats: _TypeAlias = ChallengerStats  # noqa: Y015
+
+@_typing.final
+class ChallengerEstimate(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUE_FIELD_NUMBER: _builtins.int
+    LOW_FIELD_NUMBER: _builtins.int
+    HIGH_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    value: _builtins.float
+    low: _builtins.float
+    high: _builtins.float
+    interval: _builtins.str
+    """How [low, high] was computed, for example "empirical Bernstein"."""
+    def __init__(
+        self,
+        *,
+        value: _builtins.float = ...,
+        low: _builtins.float = ...,
+        high: _builtins.float = ...,
+        interval: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["high", b"high", "interval", b"interval", "low", b"low", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChallengerEstimate: _TypeAlias = ChallengerEstimate  # noqa: Y015
 
 @_typing.final
 class LearnerStatus(_message.Message):
@@ -634,6 +727,51 @@ class RollbackModelResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RollbackModelResponse: _TypeAlias = RollbackModelResponse  # noqa: Y015
+
+@_typing.final
+class PromoteChallengerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromoteChallengerRequest: _TypeAlias = PromoteChallengerRequest  # noqa: Y015
+
+@_typing.final
+class PromoteChallengerResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_POINT_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    model_version: _builtins.str
+    """The version now served: a new generation holding the challenger's model."""
+    @_builtins.property
+    def decision_point(self) -> _types_pb2.DecisionPoint:
+        """The decision point with its new learner options."""
+
+    def __init__(
+        self,
+        *,
+        decision_point: _types_pb2.DecisionPoint | None = ...,
+        model_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision_point", b"decision_point"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_point", b"decision_point", "model_version", b"model_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromoteChallengerResponse: _TypeAlias = PromoteChallengerResponse  # noqa: Y015
 
 @_typing.final
 class ExportDecisionsRequest(_message.Message):

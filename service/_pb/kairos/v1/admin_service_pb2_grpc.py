@@ -101,6 +101,11 @@ class AdminServiceStub:
                 request_serializer=kairos_dot_v1_dot_admin__service__pb2.ExportDecisionsRequest.SerializeToString,
                 response_deserializer=kairos_dot_v1_dot_admin__service__pb2.ExportDecisionsResponse.FromString,
                 _registered_method=True)
+        self.PromoteChallenger = channel.unary_unary(
+                '/kairos.v1.AdminService/PromoteChallenger',
+                request_serializer=kairos_dot_v1_dot_admin__service__pb2.PromoteChallengerRequest.SerializeToString,
+                response_deserializer=kairos_dot_v1_dot_admin__service__pb2.PromoteChallengerResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -196,6 +201,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PromoteChallenger(self, request, context):
+        """Make the decision point's challenger the champion: its learner options and its learned model
+        (a new model generation) serve from now on, and the decision point has no challenger any more.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -263,6 +276,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ExportDecisions,
                     request_deserializer=kairos_dot_v1_dot_admin__service__pb2.ExportDecisionsRequest.FromString,
                     response_serializer=kairos_dot_v1_dot_admin__service__pb2.ExportDecisionsResponse.SerializeToString,
+            ),
+            'PromoteChallenger': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteChallenger,
+                    request_deserializer=kairos_dot_v1_dot_admin__service__pb2.PromoteChallengerRequest.FromString,
+                    response_serializer=kairos_dot_v1_dot_admin__service__pb2.PromoteChallengerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -617,6 +635,33 @@ class AdminService:
             '/kairos.v1.AdminService/ExportDecisions',
             kairos_dot_v1_dot_admin__service__pb2.ExportDecisionsRequest.SerializeToString,
             kairos_dot_v1_dot_admin__service__pb2.ExportDecisionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteChallenger(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kairos.v1.AdminService/PromoteChallenger',
+            kairos_dot_v1_dot_admin__service__pb2.PromoteChallengerRequest.SerializeToString,
+            kairos_dot_v1_dot_admin__service__pb2.PromoteChallengerResponse.FromString,
             options,
             channel_credentials,
             insecure,

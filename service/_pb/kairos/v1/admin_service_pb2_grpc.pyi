@@ -60,6 +60,10 @@ class AdminServiceStub:
     """A decision point's closed decisions joined with their rewards, as VW DSJSON events in ranking order
     (what `kairos export` writes), streamed in pages.
     """
+    PromoteChallenger: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.PromoteChallengerRequest, _admin_service_pb2.PromoteChallengerResponse]
+    """Make the decision point's challenger the champion: its learner options and its learned model
+    (a new model generation) serve from now on, and the decision point has no challenger any more.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -91,6 +95,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     ExportDecisions: _aio.UnaryStreamMultiCallable[_admin_service_pb2.ExportDecisionsRequest, _admin_service_pb2.ExportDecisionsResponse]  # type: ignore[assignment]
     """A decision point's closed decisions joined with their rewards, as VW DSJSON events in ranking order
     (what `kairos export` writes), streamed in pages.
+    """
+    PromoteChallenger: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.PromoteChallengerRequest, _admin_service_pb2.PromoteChallengerResponse]  # type: ignore[assignment]
+    """Make the decision point's challenger the champion: its learner options and its learned model
+    (a new model generation) serve from now on, and the decision point has no challenger any more.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -198,6 +206,16 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_admin_service_pb2.ExportDecisionsResponse], _abc.AsyncIterator[_admin_service_pb2.ExportDecisionsResponse]]:
         """A decision point's closed decisions joined with their rewards, as VW DSJSON events in ranking order
         (what `kairos export` writes), streamed in pages.
+        """
+
+    @_abc_1.abstractmethod
+    def PromoteChallenger(
+        self,
+        request: _admin_service_pb2.PromoteChallengerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.PromoteChallengerResponse, _abc.Awaitable[_admin_service_pb2.PromoteChallengerResponse]]:
+        """Make the decision point's challenger the champion: its learner options and its learned model
+        (a new model generation) serve from now on, and the decision point has no challenger any more.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -243,6 +243,7 @@ class DecisionPoint(_message.Message):
     CONTACT_POLICY_FIELD_NUMBER: _builtins.int
     NAMESPACE_TTL_FIELD_NUMBER: _builtins.int
     OPTIMIZE_VALUE_FIELD_NUMBER: _builtins.int
+    CHALLENGER_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Matches [a-z0-9][a-z0-9_-]{0,63}."""
     default_reward: _builtins.float
@@ -281,6 +282,14 @@ class DecisionPoint(_message.Message):
     def namespace_ttl(self) -> _containers.MessageMap[_builtins.str, _duration_pb2.Duration]:
         """Stored profile features older than this (per namespace) are not used by this decision point."""
 
+    @_builtins.property
+    def challenger(self) -> Global___Challenger:
+        """A challenger configuration that learns in shadow from the same events and never serves;
+        GetStats reports its estimated value beside the champion's (DecisionPointStats.challenger).
+        Setting it (or changing it) starts a fresh challenger model; clearing it (update_mask
+        "challenger" with the field unset) drops it; AdminService.PromoteChallenger makes it the champion.
+        """
+
     def __init__(
         self,
         *,
@@ -296,14 +305,43 @@ class DecisionPoint(_message.Message):
         contact_policy: Global___ContactPolicy | None = ...,
         namespace_ttl: _abc.Mapping[_builtins.str, _duration_pb2.Duration] | None = ...,
         optimize_value: _builtins.bool = ...,
+        challenger: Global___Challenger | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["contact_policy", b"contact_policy", "exploration", b"exploration", "learning", b"learning", "reward_range", b"reward_range", "reward_wait", b"reward_wait"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["challenger", b"challenger", "contact_policy", b"contact_policy", "exploration", b"exploration", "learning", b"learning", "reward_range", b"reward_range", "reward_wait", b"reward_wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_policy", b"contact_policy", "default_reward", b"default_reward", "exploration", b"exploration", "learning", b"learning", "model_generation", b"model_generation", "name", b"name", "namespace_ttl", b"namespace_ttl", "optimize_value", b"optimize_value", "reward_aggregation", b"reward_aggregation", "reward_range", b"reward_range", "reward_wait", b"reward_wait", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenger", b"challenger", "contact_policy", b"contact_policy", "default_reward", b"default_reward", "exploration", b"exploration", "learning", b"learning", "model_generation", b"model_generation", "name", b"name", "namespace_ttl", b"namespace_ttl", "optimize_value", b"optimize_value", "reward_aggregation", b"reward_aggregation", "reward_range", b"reward_range", "reward_wait", b"reward_wait", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DecisionPoint: _TypeAlias = DecisionPoint  # noqa: Y015
+
+@_typing.final
+class Challenger(_message.Message):
+    """Learner options of a challenger, with the same meaning and defaults as the decision point's own."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPLORATION_FIELD_NUMBER: _builtins.int
+    LEARNING_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def exploration(self) -> Global___Exploration:
+        """Unset means the service default (SquareCB)."""
+
+    @_builtins.property
+    def learning(self) -> Global___LearningOptions: ...
+    def __init__(
+        self,
+        *,
+        exploration: Global___Exploration | None = ...,
+        learning: Global___LearningOptions | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["exploration", b"exploration", "learning", b"learning"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exploration", b"exploration", "learning", b"learning"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Challenger: _TypeAlias = Challenger  # noqa: Y015
 
 @_typing.final
 class ContactPolicy(_message.Message):
