@@ -20,13 +20,25 @@ from policies.contact import (
     QuietHours,
 )
 from policies.features import FeatureGroup, FeatureScalar
+from policies.intervals import Interval
 from policies.learner_options import Explorer, LearnerOptions
 from service._pb.kairos.v1 import admin_service_pb2 as admin_pb
 from service._pb.kairos.v1 import decision_service_pb2 as decision_pb
 from service._pb.kairos.v1 import feature_service_pb2 as feature_pb
 from service._pb.kairos.v1 import types_pb2 as types_pb
 from service.audit import AuditRecord
-from service.domain import DEFAULT_REWARD_WAIT_MS, CatalogEntry, DecisionPointConfig, DecisionPointRecord
+from service.domain import (
+    DEFAULT_APPRENTICE_MIN_EVENTS,
+    DEFAULT_REWARD_WAIT_MS,
+    SERVED_APPRENTICE,
+    SERVED_HOLDOUT_BASELINE,
+    SERVED_HOLDOUT_RANDOM,
+    SERVED_LOGGING_ONLY,
+    CatalogEntry,
+    DecisionPointConfig,
+    DecisionPointRecord,
+    LearningMode,
+)
 from service.errors import invalid
 from service.offline.export import NO_END
 from service.plane import RankInput, RankOutput, Stats
@@ -38,6 +50,23 @@ _AGGREGATION = {
     types_pb.REWARD_AGGREGATION_SUM: "sum",
 }
 _AGGREGATION_PB = {"first": types_pb.REWARD_AGGREGATION_FIRST, "sum": types_pb.REWARD_AGGREGATION_SUM}
+_LEARNING_MODE: dict[int, LearningMode] = {
+    types_pb.LEARNING_MODE_UNSPECIFIED: "online",
+    types_pb.LEARNING_MODE_ONLINE: "online",
+    types_pb.LEARNING_MODE_APPRENTICE: "apprentice",
+    types_pb.LEARNING_MODE_LOGGING_ONLY: "logging_only",
+}
+_LEARNING_MODE_PB = {
+    "online": types_pb.LEARNING_MODE_ONLINE,
+    "apprentice": types_pb.LEARNING_MODE_APPRENTICE,
+    "logging_only": types_pb.LEARNING_MODE_LOGGING_ONLY,
+}
+_SERVED_BY_PB = {
+    SERVED_APPRENTICE: decision_pb.SERVED_BY_BASELINE,
+    SERVED_LOGGING_ONLY: decision_pb.SERVED_BY_BASELINE,
+    SERVED_HOLDOUT_BASELINE: decision_pb.SERVED_BY_HOLDOUT_BASELINE,
+    SERVED_HOLDOUT_RANDOM: decision_pb.SERVED_BY_HOLDOUT_RANDOM,
+}
 
 
 def _value(value: types_pb.FeatureValue) -> FeatureScalar | None:
@@ -95,6 +124,7 @@ def rank_response(output: RankOutput) -> decision_pb.RankResponse:
         model_version=output.model_version,
         fallback=bool(output.fallback_reason),
         fallback_reason=output.fallback_reason,
+        served_by=_SERVED_BY_PB.get(output.served_by, decision_pb.SERVED_BY_MODEL),
     )
     add = response.ranking.add
     for action_id, probability in output.ranking:
@@ -140,6 +170,15 @@ def _wait_ms(duration: duration_pb2.Duration) -> int:
     return duration.seconds * 1000 + duration.nanos // 1_000_000
 
 
+def learning_mode(value: int) -> LearningMode:
+    found = _LEARNING_MODE.get(value)
+    if found is None:
+        raise invalid(
+            "INVALID_LEARNING_MODE", f"learning_mode {value} is unknown; use ONLINE, APPRENTICE or LOGGING_ONLY"
+        )
+    return found
+
+
 def config(dp: types_pb.DecisionPoint) -> DecisionPointConfig:
     low, high = dp.reward_range.min, dp.reward_range.max
     if low == 0.0 and high == 0.0:
@@ -156,6 +195,10 @@ def config(dp: types_pb.DecisionPoint) -> DecisionPointConfig:
         contact=contact_policy(dp.contact_policy),
         namespace_ttl_ms=tuple(sorted((ns, _wait_ms(ttl)) for ns, ttl in dp.namespace_ttl.items())),
         optimize_value=dp.optimize_value,
+        learning_mode=learning_mode(dp.learning_mode),
+        holdout_share=dp.holdout_share,
+        apprentice_auto_promote=dp.apprentice_auto_promote,
+        apprentice_min_events=dp.apprentice_min_events or DEFAULT_APPRENTICE_MIN_EVENTS,
     )
 
 
@@ -171,6 +214,10 @@ UPDATABLE = (
     "contact_policy",
     "namespace_ttl",
     "optimize_value",
+    "learning_mode",
+    "holdout_share",
+    "apprentice_auto_promote",
+    "apprentice_min_events",
 )
 
 
@@ -202,6 +249,14 @@ def updated_config(current: DecisionPointConfig, request: admin_pb.UpdateDecisio
         contact=wanted.contact if "contact_policy" in top else current.contact,
         namespace_ttl_ms=wanted.namespace_ttl_ms if "namespace_ttl" in top else current.namespace_ttl_ms,
         optimize_value=wanted.optimize_value if "optimize_value" in top else current.optimize_value,
+        learning_mode=wanted.learning_mode if "learning_mode" in top else current.learning_mode,
+        holdout_share=wanted.holdout_share if "holdout_share" in top else current.holdout_share,
+        apprentice_auto_promote=(
+            wanted.apprentice_auto_promote if "apprentice_auto_promote" in top else current.apprentice_auto_promote
+        ),
+        apprentice_min_events=(
+            wanted.apprentice_min_events if "apprentice_min_events" in top else current.apprentice_min_events
+        ),
     )
 
 
@@ -255,6 +310,16 @@ def decision_point_pb(record: DecisionPointRecord) -> types_pb.DecisionPoint:
         contact_policy=contact_policy_pb(cfg.contact),
         namespace_ttl={ns: _duration(ms) for ns, ms in cfg.namespace_ttl_ms},
         optimize_value=cfg.optimize_value,
+        learning_mode=_LEARNING_MODE_PB[cfg.learning_mode],
+        holdout_share=cfg.holdout_share,
+        apprentice_auto_promote=cfg.apprentice_auto_promote,
+        apprentice_min_events=cfg.apprentice_min_events,
+    )
+
+
+def interval_pb(interval: Interval) -> admin_pb.Interval:
+    return admin_pb.Interval(
+        value=interval.value, low=interval.low, high=interval.high, count=interval.count, method=interval.method
     )
 
 
@@ -268,7 +333,7 @@ def stats_pb(stats: Stats) -> admin_pb.DecisionPointStats:
     )
     if stats.last_checkpoint_ms:
         learner.last_checkpoint_time.FromMilliseconds(stats.last_checkpoint_ms)
-    return admin_pb.DecisionPointStats(
+    response = admin_pb.DecisionPointStats(
         decision_point=stats.decision_point,
         ranks=counters["ranks"],
         rewards=counters["rewards"],
@@ -279,7 +344,30 @@ def stats_pb(stats: Stats) -> admin_pb.DecisionPointStats:
         default_rewards=counters["default_rewards"],
         learner=learner,
         fallbacks=counters["fallbacks"],
+        learning_mode=_LEARNING_MODE_PB.get(stats.learning_mode, types_pb.LEARNING_MODE_ONLINE),
     )
+    if stats.apprentice is not None:
+        found = stats.apprentice
+        response.apprentice.CopyFrom(
+            admin_pb.ApprenticeStats(
+                match_rate=interval_pb(found.match_rate),
+                baseline_reward=interval_pb(found.baseline_reward),
+                model_reward=interval_pb(found.model_reward),
+                auto_promote=found.auto_promote,
+                min_events=found.min_events,
+            )
+        )
+    if stats.holdout is not None:
+        lift = stats.holdout
+        response.holdout.CopyFrom(
+            admin_pb.HoldoutStats(
+                holdout_share=lift.holdout_share,
+                model_reward=interval_pb(lift.model_reward),
+                holdout_reward=interval_pb(lift.holdout_reward),
+                lift=interval_pb(lift.lift),
+            )
+        )
+    return response
 
 
 def audit_page_token(token: str) -> int:
