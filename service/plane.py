@@ -254,6 +254,9 @@ class DecisionPlane:
             subject, candidates, context = self._subject_rank(request, state)
         else:
             candidates = self._eligible(request)
+        # Before any encoding: a refused request must leave the namespace table alone.
+        ids = [c.id for c in candidates]
+        route = modes.route(state.record.config, request.subject_id, request.baseline_action_id, ids)
         table = state.record.namespaces
         known_namespaces = len(table.indices)
         try:
@@ -282,9 +285,6 @@ class DecisionPlane:
                 return _answer(existing)
         event_id = request.event_id or uuid.uuid4().hex
 
-        route = modes.route(
-            state.record.config, request.subject_id, request.baseline_action_id, [c.id for c in candidates]
-        )
         ranking, fallback_reason, prediction = self._choose(state, request, candidates, shared, lines, event_id, route)
         model_probabilities, model_scores = modes.model_predicted(route, prediction)
         ranked_at = now_ms()
@@ -356,11 +356,8 @@ class DecisionPlane:
         """The ranking ``route`` asks for (the model's, the baseline's, the holdout's), or (fail-open) the
         fallback ranking and why the model did not answer; and the model's prediction when it made one."""
         if not route.uses_model:
-            return (
-                route.without_model(len(candidates), draw_for(state.record.config.effective_seed, event_id)),
-                "",
-                None,
-            )
+            draw = draw_for(state.record.config.effective_seed, event_id)
+            return route.without_model(len(candidates), draw), "", None
         if not state.loaded:
             reason = "MODEL_NOT_LOADED"
         elif request.deadline is not None and (
