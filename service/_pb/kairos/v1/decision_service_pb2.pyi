@@ -141,7 +141,9 @@ class RankResponse(_message.Message):
     SERVED_BY_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     model_version: _builtins.str
-    """The model that answered: "<generation>.<learned events>"."""
+    """The model that answered: "<generation>.<learned events>"; empty when no model did (a fallback,
+    LOGGING_ONLY mode, a held-out subject).
+    """
     fallback: _builtins.bool
     """True when the model did not answer (not loaded yet, failed, or too little time left before the
     caller's deadline): the ranking is the baseline action first, then the candidates in the order
