@@ -13,10 +13,12 @@ from google.protobuf import field_mask_pb2
 
 from service._pb.kairos.v1 import admin_service_pb2 as apb
 from service._pb.kairos.v1 import decision_service_pb2 as dpb
+from service._pb.kairos.v1 import decision_service_pb2_grpc as dgrpc
 from service._pb.kairos.v1 import types_pb2 as tpb
 from tests.helpers import group
 from tests.integration.test_metrics import free_port, sample
 from tests.integration.test_serving import create, error_reason
+from tests.integration.test_workers import channels
 from tests.server import RunningServer
 
 PREFERRED = {"gold": "upgrade", "silver": "repair", "bronze": "survey"}
@@ -215,3 +217,39 @@ def test_unknown_learning_mode_is_invalid(server: RunningServer) -> None:
         create(server, "nba", learning_mode=7)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_reason(caught.value) == "INVALID_LEARNING_MODE"
+
+
+def test_serving_workers_follow_the_mode(make_server: Callable[..., RunningServer]) -> None:
+    server = make_server("--workers", "2").start()
+    create(server, "nba", learning_mode=tpb.LEARNING_MODE_APPRENTICE)
+    links = channels(server)
+    for i in range(40):
+        stub = dgrpc.DecisionServiceStub(links[i % len(links)])
+        request = dpb.RankRequest(
+            decision_point="nba", context=[group("user", segment="gold")], actions=ACTIONS, baseline_action_id="repair"
+        )
+        response = stub.Rank(request)
+        assert response.served_by == dpb.SERVED_BY_BASELINE and response.ranking[0].action_id == "repair"
+        stub.Reward(dpb.RewardRequest(decision_point="nba", event_id=response.event_id, value=1.0))
+    assert wait_learned(server, 40).apprentice.baseline_reward.count == 40
+    server.admin.UpdateDecisionPoint(
+        apb.UpdateDecisionPointRequest(
+            decision_point=tpb.DecisionPoint(name="nba", learning_mode=tpb.LEARNING_MODE_ONLINE),
+            update_mask=field_mask_pb2.FieldMask(paths=["learning_mode"]),
+        )
+    )
+    deadline = time.monotonic() + 10
+    pending = set(range(len(links)))
+    while pending and time.monotonic() < deadline:  # every worker picks up the new mode
+        for i in list(pending):
+            request = dpb.RankRequest(decision_point="nba", context=[group("user", segment="gold")], actions=ACTIONS)
+            try:
+                if dgrpc.DecisionServiceStub(links[i]).Rank(request).served_by == dpb.SERVED_BY_MODEL:
+                    pending.discard(i)
+            except grpc.RpcError as err:  # still in apprentice mode: the baseline is required
+                assert error_reason(err) == "BASELINE_REQUIRED"
+        time.sleep(0.1)
+    assert not pending
+    for link in links:
+        link.close()
+    assert server.stop() == 0

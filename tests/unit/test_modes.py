@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import pytest
 from policies.features import Candidate, FeatureGroup
 from service.domain import SERVED_APPRENTICE, Decision, DecisionPointConfig
 from service.errors import Code, KairosError
+from service.offline.export import export
 from service.plane import DecisionPlane, RankInput
 from service.store.lmdb_store import Store
 
@@ -218,3 +220,14 @@ def test_decisions_written_before_learning_modes_still_read() -> None:
     earlier = json.loads(Decision("e", 1, 2, "s", ["a"], 1, bytes(8), [0], [1.0], "1.0", "ff").encode())[:20]
     decision = Decision.decode(json.dumps(earlier).encode())
     assert decision.served_by == "" and decision.model_probabilities == [] and decision.model_scores == []
+
+
+def test_apprentice_events_export_with_the_probability_they_were_served_with(plane: DecisionPlane) -> None:
+    create(plane, learning_mode="apprentice")
+    out = plane.rank(RankInput("dp", offers(), baseline_action_id="o2"))
+    plane.reward("dp", out.event_id, 1.0)
+    written = io.StringIO()
+    export(plane.store, "dp", written)
+    (event,) = [json.loads(line) for line in written.getvalue().splitlines()]
+    assert event["_labelIndex"] == 2 and event["_label_probability"] == 1.0
+    assert event["p"] == [1.0, 0.0, 0.0]
