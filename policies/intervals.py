@@ -12,6 +12,8 @@ value must lie in (the intersection of a valid interval with the parameter's ran
 - :func:`wilson`: the Wilson score interval of a proportion (Wilson 1927), good even near 0 and 1.
 - :func:`welch_difference`: difference of two independent means, ``z sqrt(S1^2/n1 + S2^2/n2)`` (Welch's
   unequal-variance normal approximation).
+- :func:`ratio_mean`: a weighted mean ``R = sum w r / sum w`` (self-normalised importance weighting) with
+  the delta-method (sandwich) variance ``sum w^2 (r - R)^2 / (sum w)^2``, normal approximation.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ BERNSTEIN = "empirical Bernstein"
 NORMAL = "normal approximation"
 WILSON = "Wilson score"
 WELCH = "Welch normal approximation"
+DELTA = "delta-method normal approximation"
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,36 @@ class Moments:
     @classmethod
     def from_list(cls, data: list[float] | None) -> Moments:
         return cls() if not data else cls(int(data[0]), float(data[1]), float(data[2]))
+
+
+@dataclass(frozen=True)
+class WeightedMoments:
+    """What a weighted mean and its delta-method variance need: n, sum w, sum w^2, sum w r, sum (w r)^2,
+    sum w^2 r."""
+
+    n: int = 0
+    w: float = 0.0
+    ww: float = 0.0
+    wr: float = 0.0
+    wrwr: float = 0.0
+    wwr: float = 0.0
+
+    def add(self, weight: float, x: float) -> WeightedMoments:
+        return WeightedMoments(
+            self.n + 1,
+            self.w + weight,
+            self.ww + weight * weight,
+            self.wr + weight * x,
+            self.wrwr + (weight * x) ** 2,
+            self.wwr + weight * weight * x,
+        )
+
+    def to_list(self) -> list[float]:
+        return [self.n, self.w, self.ww, self.wr, self.wrwr, self.wwr]
+
+    @classmethod
+    def from_list(cls, data: list[float] | None) -> WeightedMoments:
+        return cls() if not data else cls(int(data[0]), *(float(v) for v in data[1:6]))
 
 
 @dataclass(frozen=True)
@@ -115,3 +148,15 @@ def welch_difference(a: Moments, b: Moments, bounds: tuple[float, float], confid
     radius = _z(confidence) * math.sqrt(a.variance / a.n + b.variance / b.n)
     value, low, high = _clip(difference, difference - radius, difference + radius, bounds)
     return Interval(value, low, high, a.n + b.n, WELCH)
+
+
+def ratio_mean(moments: WeightedMoments, bounds: tuple[float, float], confidence: float = 0.95) -> Interval:
+    """``sum w x / sum w`` with the delta-method interval; all of ``bounds`` below two events or without weight."""
+    if moments.n < 2 or moments.w <= 0.0:
+        value = moments.wr / moments.w if moments.w > 0.0 else 0.0
+        return Interval(value, bounds[0], bounds[1], moments.n, DELTA)
+    ratio = moments.wr / moments.w
+    residuals = max(0.0, moments.wrwr - 2.0 * ratio * moments.wwr + ratio * ratio * moments.ww)
+    radius = _z(confidence) * math.sqrt(residuals * moments.n / (moments.n - 1)) / moments.w
+    value, low, high = _clip(ratio, ratio - radius, ratio + radius, bounds)
+    return Interval(value, low, high, moments.n, DELTA)

@@ -134,12 +134,16 @@ def mode_gauges(stats: list[Stats]) -> list[metrics.Gauge]:
             (
                 "kairos_apprentice_reward",
                 "gauge",
-                "Apprentice mode: the baseline's mean reward and the model's estimate (doubly robust), with the "
-                "95% interval (bound: value, low, high).",
+                "Apprentice mode: the baseline's mean reward and the model's estimates (self-normalised, doubly "
+                "robust), with the 95% interval (bound: value, low, high).",
                 [
                     ([("decision_point", n), ("policy", p), ("bound", b)], v)
                     for n, a in pupils
-                    for p, i in (("baseline", a.baseline_reward), ("model", a.model_reward))
+                    for p, i in (
+                        ("baseline", a.baseline_reward),
+                        ("model", a.model_reward),
+                        ("model_doubly_robust", a.model_reward_dr),
+                    )
                     for b, v in (("value", i.value), ("low", i.low), ("high", i.high))
                 ],
             ),

@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from policies import apprentice, holdout
-from policies.intervals import Interval, Moments, bernstein_mean, normal_mean, welch_difference, wilson
+from policies.intervals import (
+    Interval,
+    Moments,
+    WeightedMoments,
+    bernstein_mean,
+    normal_mean,
+    ratio_mean,
+    welch_difference,
+    wilson,
+)
 from policies.ranking import Ranking, rank
 from policies.vw import Prediction
 from service.domain import (
@@ -105,12 +114,15 @@ def model_predicted(route_: Route, prediction: Prediction | None) -> tuple[list[
 class ApprenticeSummary:
     match_rate: Interval
     baseline_reward: Interval
-    model_reward: Interval
+    model_reward: Interval  # self-normalised
+    model_reward_dr: Interval  # doubly robust with the learner's predictions
     auto_promote: bool
     min_events: int
 
     def promote(self) -> bool:
-        return self.auto_promote and apprentice.should_promote(self.model_reward, self.baseline_reward, self.min_events)
+        return self.auto_promote and apprentice.should_promote(
+            self.model_reward, self.model_reward_dr, self.baseline_reward, self.min_events
+        )
 
 
 @dataclass(frozen=True)
@@ -189,7 +201,8 @@ def _add_apprentice(
     )
     part["matches"] = part.get("matches", 0) + int(found.matched)
     part["baseline"] = Moments.from_list(part.get("baseline")).add(found.baseline_reward).to_list()
-    part["model"] = Moments.from_list(part.get("model")).add(found.model_term).to_list()
+    part["model"] = WeightedMoments.from_list(part.get("model")).add(found.model_weight, reward).to_list()
+    part["model_dr"] = Moments.from_list(part.get("model_dr")).add(found.model_term).to_list()
     part["scale"] = max(part.get("scale", 1.0), scale)
     data["apprentice"] = part
 
@@ -199,11 +212,12 @@ def summarise(config: DecisionPointConfig, data: dict[str, Any]) -> tuple[Appren
     part = data.get("apprentice") or {}
     scale = float(part.get("scale", 1.0))
     bounds = (low * scale, high * scale)
-    baseline, model = Moments.from_list(part.get("baseline")), Moments.from_list(part.get("model"))
+    baseline = Moments.from_list(part.get("baseline"))
     summary = ApprenticeSummary(
         match_rate=wilson(int(part.get("matches", 0)), baseline.n),
         baseline_reward=bernstein_mean(baseline, (high - low) * scale, bounds),
-        model_reward=bernstein_mean(model, apprentice.term_width(bounds), bounds),
+        model_reward=ratio_mean(WeightedMoments.from_list(part.get("model")), bounds),
+        model_reward_dr=bernstein_mean(Moments.from_list(part.get("model_dr")), apprentice.term_width(bounds), bounds),
         auto_promote=config.apprentice_auto_promote,
         min_events=config.apprentice_min_events,
     )

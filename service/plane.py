@@ -657,7 +657,9 @@ class DecisionPlane:
         evidence = {
             "events": summary.model_reward.count,
             "model_reward_low": summary.model_reward.low,
+            "model_reward_dr_low": summary.model_reward_dr.low,
             "baseline_reward": summary.baseline_reward.value,
+            "baseline_reward_high": summary.baseline_reward.high,
             "match_rate": summary.match_rate.value,
         }
         log.warning("apprentice_promoted", decision_point=state.name, **evidence)

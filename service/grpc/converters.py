@@ -353,6 +353,7 @@ def stats_pb(stats: Stats) -> admin_pb.DecisionPointStats:
                 match_rate=interval_pb(found.match_rate),
                 baseline_reward=interval_pb(found.baseline_reward),
                 model_reward=interval_pb(found.model_reward),
+                model_reward_doubly_robust=interval_pb(found.model_reward_dr),
                 auto_promote=found.auto_promote,
                 min_events=found.min_events,
             )

@@ -87,7 +87,10 @@ def test_apprentice_serves_the_baseline_learns_and_reports(make_server: Callable
     assert match.count == base.count == model.count >= 450
     assert 0.2 < match.value < 0.5 and match.low < match.value < match.high and match.method == "Wilson score"
     assert base.value == pytest.approx(1 / 3, abs=0.08) and base.low < base.value < base.high
-    assert model.method == "empirical Bernstein" and model.low > base.value  # clearly better, even at the bound
+    assert model.method == "delta-method normal approximation" and model.low > base.value  # clearly better
+    doubly_robust = found.apprentice.model_reward_doubly_robust
+    assert doubly_robust.method == "empirical Bernstein" and doubly_robust.low > base.value
+    assert doubly_robust.count == model.count
     text = urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5).read().decode()
     assert sample(text, "kairos_apprentice_match_rate", decision_point="nba") == pytest.approx(match.value, abs=1e-5)
     assert sample(text, "kairos_apprentice_reward", decision_point="nba", policy="model", bound="low") == (
@@ -134,7 +137,8 @@ def test_apprentice_promotes_itself_when_the_model_is_clearly_better(server: Run
     assert dp.learning_mode == tpb.LEARNING_MODE_ONLINE
     found = stats(server)
     assert found.apprentice.model_reward.count >= 300
-    assert found.apprentice.model_reward.low > found.apprentice.baseline_reward.value
+    assert found.apprentice.model_reward.low > found.apprentice.baseline_reward.high
+    assert found.apprentice.model_reward_doubly_robust.low > found.apprentice.baseline_reward.high
     records = server.admin.ListAuditRecords(apb.ListAuditRecordsRequest()).audit_records
     promoted = [r for r in records if r.action == "AutoPromote"]
     assert len(promoted) == 1 and promoted[0].actor == "auto-promotion" and promoted[0].decision_point == "nba"

@@ -26,7 +26,7 @@ def test_outcome_doubly_robust_term_by_hand() -> None:
     # DM = 0.2*0.5 + 0.8*0.9 = 0.82; correction pi(b) (r - q(b)) = 0.2 * 0.5 = 0.1 -> 0.92
     found = apprentice.outcome([0.2, 0.8], [-0.5, -0.9], baseline=0, reward=1.0, reward_range=(0.0, 1.0))
     assert found.model_term == pytest.approx(0.92)
-    assert found.baseline_reward == 1.0
+    assert found.baseline_reward == 1.0 and found.model_weight == pytest.approx(0.2)
     assert not found.matched
     # Predictions outside the reward range are clipped before use: q = (1, 0) here.
     found = apprentice.outcome([1.0, 0.0], [-3.0, 2.0], baseline=0, reward=0.0, reward_range=(0.0, 1.0))
@@ -34,12 +34,14 @@ def test_outcome_doubly_robust_term_by_hand() -> None:
     assert found.matched
 
 
-def test_should_promote_needs_enough_events_and_a_lower_bound_above_the_baseline() -> None:
-    model = Interval(0.8, 0.55, 0.95, 500, "x")
+def test_should_promote_needs_enough_events_and_both_lower_bounds_above_the_baselines_interval() -> None:
+    model = Interval(0.8, 0.65, 0.95, 500, "x")
     baseline = Interval(0.5, 0.4, 0.6, 500, "x")
-    assert apprentice.should_promote(model, baseline, min_events=500)
-    assert not apprentice.should_promote(model, baseline, min_events=501)
-    assert not apprentice.should_promote(Interval(0.8, 0.45, 0.95, 500, "x"), baseline, min_events=10)
+    assert apprentice.should_promote(model, model, baseline, min_events=500)
+    assert not apprentice.should_promote(model, model, baseline, min_events=501)
+    low = Interval(0.8, 0.55, 0.95, 500, "x")  # above the baseline's mean, not above its interval
+    assert not apprentice.should_promote(low, model, baseline, min_events=10)
+    assert not apprentice.should_promote(model, low, baseline, min_events=10)
     assert apprentice.term_width((-1.0, 1.0)) == 6.0
 
 

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from policies.estimators import empirical_bernstein_radius, normal_radius
-from policies.intervals import Moments, bernstein_mean, normal_mean, welch_difference, wilson
+from policies.intervals import (
+    Moments,
+    WeightedMoments,
+    bernstein_mean,
+    normal_mean,
+    ratio_mean,
+    welch_difference,
+    wilson,
+)
 
 
 def moments_of(values: list[float]) -> Moments:
@@ -74,3 +82,29 @@ def test_welch_difference_hand_computed() -> None:
     assert interval.high == 1.0  # 1.19, clipped to the largest possible difference
     assert interval.count == 8
     assert welch_difference(a, Moments(), (-1.0, 1.0)).low == -1.0
+
+
+def test_ratio_mean_hand_computed() -> None:
+    # weights 0.5, 1, 0.5 on rewards 1, 0, 1: R = 1 / 2; residuals w (r - R) = 0.25, -0.5, 0.25.
+    found = WeightedMoments().add(0.5, 1.0).add(1.0, 0.0).add(0.5, 1.0)
+    interval = ratio_mean(found, (-5.0, 5.0))
+    radius = 1.959964 * math.sqrt((0.0625 + 0.25 + 0.0625) * 3 / 2) / 2.0
+    assert interval.value == pytest.approx(0.5)
+    assert interval.low == pytest.approx(0.5 - radius, abs=1e-6)
+    assert interval.high == pytest.approx(0.5 + radius, abs=1e-6)
+    assert ratio_mean(found, (0.0, 1.0)).low == 0.0  # clipped to what a mean reward can be
+    assert WeightedMoments.from_list(found.to_list()) == found
+    unweighted = ratio_mean(WeightedMoments().add(0.0, 1.0).add(0.0, 0.0), (0.0, 1.0))
+    assert (unweighted.low, unweighted.high) == (0.0, 1.0)
+
+
+def test_ratio_mean_with_equal_weights_is_the_plain_mean() -> None:
+    values = [0.2, 0.4, 0.9, 0.1, 0.5]
+    weighted = WeightedMoments()
+    for v in values:
+        weighted = weighted.add(1.0, v)
+    plain = normal_mean(moments_of(values), (-1.0, 1.0))
+    interval = ratio_mean(weighted, (-1.0, 1.0))
+    assert interval.value == pytest.approx(plain.value)
+    # The delta method's n-1 correction makes it the normal interval exactly.
+    assert interval.high - interval.value == pytest.approx(plain.high - plain.value)

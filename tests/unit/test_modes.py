@@ -96,6 +96,7 @@ def test_apprentice_learns_a_clear_preference_and_reports_it(plane: DecisionPlan
     assert summary.match_rate.low < summary.match_rate.value < summary.match_rate.high
     assert summary.model_reward.value > summary.baseline_reward.value + 0.3
     assert summary.model_reward.low < summary.model_reward.value
+    assert summary.model_reward_dr.low > summary.baseline_reward.value
 
 
 def test_auto_promotion_switches_to_online_and_is_audited(plane: DecisionPlane) -> None:
@@ -108,7 +109,8 @@ def test_auto_promotion_switches_to_online_and_is_audited(plane: DecisionPlane) 
     assert len(promoted) == 1 and promoted[0].actor == "auto-promotion"
     assert promoted[0].before is not None and promoted[0].before["learning_mode"] == "apprentice"
     assert promoted[0].after is not None and promoted[0].after["events"] >= 200
-    assert promoted[0].after["model_reward_low"] > promoted[0].after["baseline_reward"]
+    assert promoted[0].after["model_reward_low"] > promoted[0].after["baseline_reward_high"]
+    assert promoted[0].after["model_reward_dr_low"] > promoted[0].after["baseline_reward_high"]
     out = plane.rank(RankInput("dp", offers(), (FeatureGroup("user", {"segment": "gold"}),)))
     assert out.served_by == ""  # the model serves now, without a baseline
 

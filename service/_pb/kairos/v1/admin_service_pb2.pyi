@@ -311,8 +311,12 @@ class ApprenticeStats(_message.Message):
     MODEL_REWARD_FIELD_NUMBER: _builtins.int
     AUTO_PROMOTE_FIELD_NUMBER: _builtins.int
     MIN_EVENTS_FIELD_NUMBER: _builtins.int
+    MODEL_REWARD_DOUBLY_ROBUST_FIELD_NUMBER: _builtins.int
     auto_promote: _builtins.bool
-    """Whether the decision point switches to ONLINE by itself, and the events it needs before it may."""
+    """Whether the decision point switches to ONLINE by itself, and the events it needs before it may:
+    the lower bounds of model_reward and model_reward_doubly_robust must both exceed the upper bound of
+    baseline_reward (so also its mean).
+    """
     min_events: _builtins.int
     @_builtins.property
     def match_rate(self) -> Global___Interval:
@@ -324,13 +328,20 @@ class ApprenticeStats(_message.Message):
 
     @_builtins.property
     def model_reward(self) -> Global___Interval:
-        """The model's estimated mean reward had it served the same events: doubly robust with the learner's
-        own reward predictions (made at Rank, before it learned the event), per event
-        sum_a pi(a) q(a) + pi(b) (r - q(b)) for the baseline b, reward r, the model's distribution pi and
-        predictions q. Exact for the baseline's share of pi; for the other actions it relies on the learner's
-        predictions, which the baseline's choices never test (an assumption, not a measurement). It averages
-        the model as it was at each Rank, so it lags a model that is still learning. Empirical Bernstein
-        interval (valid for any number of events, conservative).
+        """The model's estimated mean reward had it served the same events, self-normalised:
+        sum pi(b) r / sum pi(b) over events with baseline b and reward r, pi the model's distribution at
+        that Rank (delta-method normal interval). Assumes the baseline's choice varies at random within a
+        context (independently of the reward); for a baseline that is a fixed rule it only measures where
+        the two agree and cannot see actions the rule never shows. It averages the model as it was at each
+        Rank, so it lags a model that is still learning.
+        """
+
+    @_builtins.property
+    def model_reward_doubly_robust(self) -> Global___Interval:
+        """The same estimated doubly robust with the learner's own reward predictions q (made at Rank, before
+        it learned the event): per event sum_a pi(a) q(a) + pi(b) (r - q(b)). Only the baseline's share of
+        pi is measured; the rest relies on the learner's predictions, which run high for the action it
+        likes best. Empirical Bernstein interval (valid for any number of events, conservative).
         """
 
     def __init__(
@@ -341,10 +352,11 @@ class ApprenticeStats(_message.Message):
         model_reward: Global___Interval | None = ...,
         auto_promote: _builtins.bool = ...,
         min_events: _builtins.int = ...,
+        model_reward_doubly_robust: Global___Interval | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["baseline_reward", b"baseline_reward", "match_rate", b"match_rate", "model_reward", b"model_reward"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["baseline_reward", b"baseline_reward", "match_rate", b"match_rate", "model_reward", b"model_reward", "model_reward_doubly_robust", b"model_reward_doubly_robust"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_promote", b"auto_promote", "baseline_reward", b"baseline_reward", "match_rate", b"match_rate", "min_events", b"min_events", "model_reward", b"model_reward"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_promote", b"auto_promote", "baseline_reward", b"baseline_reward", "match_rate", b"match_rate", "min_events", b"min_events", "model_reward", b"model_reward", "model_reward_doubly_robust", b"model_reward_doubly_robust"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -310,7 +310,8 @@ class DecisionPoint(_message.Message):
     """
     apprentice_auto_promote: _builtins.bool
     """In APPRENTICE mode, switch to ONLINE (audited as AutoPromote) once apprentice_min_events events
-    have closed and the lower bound of the model's estimated reward exceeds the baseline's mean.
+    have closed and the lower bounds of both estimates of the model's reward (see ApprenticeStats)
+    exceed the baseline's mean reward and its upper bound.
     """
     apprentice_min_events: _builtins.int
     """Closed apprentice events needed before an automatic switch; 0 means 1000."""
