@@ -171,16 +171,24 @@ class ModeStats:
     def reset_for(self, txn: Txn, old: DecisionPointConfig, new: DecisionPointConfig) -> None:
         """Start the figures a configuration change makes stale: apprentice ones on entering apprentice mode,
         lift ones when a holdout begins."""
-        restart_apprentice = new.learning_mode == "apprentice" and old.learning_mode != "apprentice"
-        restart_lift = new.holdout_share > 0.0 and old.holdout_share == 0.0
-        if not (restart_apprentice or restart_lift):
-            return
+        restart_apprentice, restart_lift = _restarts(old, new)
         data = self.store.get_extra_stats(txn, new.name, STATS_KEY)
         if restart_apprentice:
             data.pop("apprentice", None)
         if restart_lift:
             data.pop("lift", None)
         self.store.put_extra_stats(txn, new.name, STATS_KEY, data)
+
+
+def _restarts(old: DecisionPointConfig, new: DecisionPointConfig) -> tuple[bool, bool]:
+    apprentice_begins = new.learning_mode == "apprentice" and old.learning_mode != "apprentice"
+    holdout_begins = new.holdout_share > 0.0 and old.holdout_share == 0.0
+    return apprentice_begins, holdout_begins
+
+
+def restarts(old: DecisionPointConfig, new: DecisionPointConfig) -> bool:
+    """Whether a change from ``old`` to ``new`` makes some mode figures stale (see ModeStats.reset_for)."""
+    return any(_restarts(old, new))
 
 
 def _add_apprentice(

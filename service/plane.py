@@ -653,7 +653,11 @@ class DecisionPlane:
         if not summary.promote():
             return
         before = config.to_dict()
-        self.update_decision_point(config.with_changes(learning_mode="online"))
+        try:
+            self.update_decision_point(config.with_changes(learning_mode="online"))
+        except KairosError as err:  # the reward is recorded; the next closed event tries again
+            log.error("apprentice_promotion_failed", decision_point=state.name, error=err.message)
+            return
         evidence = {
             "events": summary.model_reward.count,
             "model_reward_low": summary.model_reward.low,
@@ -745,7 +749,8 @@ class DecisionPlane:
         else:
             self.store.write(lambda txn: self.store.put_decision_point(txn, record))
             state.record = record
-        self.store.write(lambda txn: self.mode_stats.reset_for(txn, old, config))
+        if modes.restarts(old, config):
+            self.store.write(lambda txn: self.mode_stats.reset_for(txn, old, config))
         log.info("decision_point_updated", decision_point=config.name, before=old.to_dict(), after=config.to_dict())
         return state.record
 
