@@ -57,6 +57,7 @@ def indices_of(role: Role) -> str:
     """Every index a namespace of ``role`` can have, reserved ones included."""
     return ALPHABETS[role] + "".join(index for index, r in RESERVED_ROLES.items() if r == role)
 
+
 # |x| above this is refused: products of two such values in quadratic
 # interactions, squared by the adaptive update, must stay finite in float32.
 MAX_ABS_NUMBER = 1e6

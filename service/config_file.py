@@ -15,6 +15,10 @@ learning_rate = 1.0
 namespace_ttl = { web = "1h", purchases = "365d" }   # stored profile features older than this are not used
 optimize_value = false         # true: learn reward x the shown catalog action's business_value
 challenger = { explorer = { kind = "epsilon_greedy", epsilon = 0.05 }, learning_rate = 0.5 }  # learns in shadow
+learning_mode = "online"       # or "apprentice", "logging_only"
+holdout_share = 0.0            # 0 .. 0.5: share of subjects held out from the model (lift measurement)
+apprentice_auto_promote = false  # apprentice -> online once the model is clearly better
+apprentice_min_events = 1000
 
 [decision_points.contact_policy]
 frequency_caps = [
@@ -41,7 +45,7 @@ from typing import Any
 
 from policies.contact import OPERATORS, Condition, ContactPolicy, FocusRule, FrequencyCap, QuietHours
 from policies.learner_options import Explorer, LearnerOptions
-from service.domain import DEFAULT_REWARD_WAIT_MS, DecisionPointConfig
+from service.domain import DEFAULT_APPRENTICE_MIN_EVENTS, DEFAULT_REWARD_WAIT_MS, DecisionPointConfig
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -62,6 +66,10 @@ _DP_KEYS = {
     "contact_policy",
     "optimize_value",
     "challenger",
+    "learning_mode",
+    "holdout_share",
+    "apprentice_auto_promote",
+    "apprentice_min_events",
 }
 _LEARNER_KEYS = {"explorer", "interactions", "learning_rate", "power_t", "bits", "l2"}
 _POLICY_KEYS = {
@@ -120,6 +128,10 @@ def _decision_point(entry: dict[str, Any]) -> DecisionPointConfig:
         seed=int(entry.get("seed", 0)),
         contact=_contact_policy(entry["name"], dict(entry.get("contact_policy", {}))),
         optimize_value=bool(entry.get("optimize_value", False)),
+        learning_mode=entry.get("learning_mode", "online"),
+        holdout_share=float(entry.get("holdout_share", 0.0)),
+        apprentice_auto_promote=bool(entry.get("apprentice_auto_promote", False)),
+        apprentice_min_events=int(entry.get("apprentice_min_events", DEFAULT_APPRENTICE_MIN_EVENTS)),
         namespace_ttl_ms=tuple(sorted((ns, parse_duration_ms(t)) for ns, t in entry.get("namespace_ttl", {}).items())),
     )
 

@@ -18,6 +18,10 @@ from policies.features import FeatureGroup, NamespaceTable
 from policies.learner_options import LearnerOptions
 
 Aggregation = Literal["first", "sum"]
+LearningMode = Literal["online", "apprentice", "logging_only"]
+LEARNING_MODES: tuple[LearningMode, ...] = ("online", "apprentice", "logging_only")
+MAX_HOLDOUT_SHARE = 0.5
+DEFAULT_APPRENTICE_MIN_EVENTS = 1000
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 MAX_ID_BYTES = 256
 LINE_KEY_BYTES = 8  # blake2b digest of an action's VW line: its key in the store's line table
@@ -42,6 +46,10 @@ class DecisionPointConfig:
     optimize_value: bool = False  # learn reward x the shown action's business value
     # Learner options of a challenger model that learns in shadow (never serves); None: no challenger.
     challenger: LearnerOptions | None = None
+    learning_mode: LearningMode = "online"
+    holdout_share: float = 0.0  # share of subjects held out from the model (ONLINE mode), 0..0.5
+    apprentice_auto_promote: bool = False  # switch APPRENTICE -> ONLINE when the model is clearly better
+    apprentice_min_events: int = DEFAULT_APPRENTICE_MIN_EVENTS
 
     @property
     def effective_seed(self) -> int:
@@ -61,6 +69,10 @@ class DecisionPointConfig:
             "namespace_ttl_ms": [list(pair) for pair in self.namespace_ttl_ms],
             "optimize_value": self.optimize_value,
             "challenger": None if self.challenger is None else self.challenger.to_dict(),
+            "learning_mode": self.learning_mode,
+            "holdout_share": self.holdout_share,
+            "apprentice_auto_promote": self.apprentice_auto_promote,
+            "apprentice_min_events": self.apprentice_min_events,
         }
 
     @classmethod
@@ -114,6 +126,24 @@ class DecisionPointRecord:
 
 OPEN, LEARNING, EXPIRED = "open", "learning", "expired"
 
+# Who chose a decision's first action (Decision.served_by). Empty: the model, outside a holdout comparison.
+SERVED_MODEL = ""
+SERVED_MODEL_COMPARED = "model"  # the model, for a subject while a holdout runs: the lift's model group
+SERVED_APPRENTICE = "apprentice"  # the baseline in APPRENTICE mode (learned, with probability 1)
+SERVED_LOGGING_ONLY = "logging_only"  # the baseline in LOGGING_ONLY mode (never learned)
+SERVED_HOLDOUT_BASELINE = "holdout_baseline"
+SERVED_HOLDOUT_RANDOM = "holdout_random"
+HOLDOUT_SERVED = (SERVED_HOLDOUT_BASELINE, SERVED_HOLDOUT_RANDOM)
+
+
+def _pack(values: list[float]) -> str:
+    return struct.pack(f"<{len(values)}d", *values).hex()
+
+
+def _unpack(text: str) -> list[float]:
+    packed = bytes.fromhex(text)
+    return list(struct.unpack(f"<{len(packed) // 8}d", packed))
+
 
 @dataclass
 class Decision:
@@ -143,6 +173,11 @@ class Decision:
     value: float = 1.0  # the shown action's business value (decision points that optimise value)
     # Its subject was forgotten (DeleteProfile): the model keeps what it learned, exports leave it out.
     forgotten: bool = False
+    served_by: str = SERVED_MODEL  # who chose the first action (SERVED_* above)
+    # APPRENTICE mode: what the model would have done (its distribution and predicted costs, in candidate
+    # order), while order/probabilities say what was served (the baseline, probability 1).
+    model_probabilities: list[float] = field(default_factory=list)
+    model_scores: list[float] = field(default_factory=list)
 
     @property
     def chosen(self) -> int:
@@ -165,7 +200,7 @@ class Decision:
                 self.line_day,
                 self.line_keys.hex(),
                 self.order,
-                struct.pack(f"<{len(self.probabilities)}d", *self.probabilities).hex(),
+                _pack(self.probabilities),
                 self.model_version,
                 self.fingerprint,
                 self.deferred,
@@ -177,6 +212,9 @@ class Decision:
                 self.fallback,
                 self.value,
                 self.forgotten,
+                self.served_by,
+                _pack(self.model_probabilities),
+                _pack(self.model_scores),
             ],
             separators=(",", ":"),
             ensure_ascii=False,
@@ -189,8 +227,10 @@ class Decision:
         # Decisions written by earlier versions hold keys as a list of hex strings and probabilities as numbers.
         fields[6] = bytes.fromhex(keys if isinstance(keys, str) else "".join(keys))
         if isinstance(probabilities, str):
-            packed = bytes.fromhex(probabilities)
-            fields[8] = list(struct.unpack(f"<{len(packed) // 8}d", packed))
+            fields[8] = _unpack(probabilities)
+        # Decisions written before learning modes end after ``forgotten``: the defaults apply.
+        if len(fields) > 21:
+            fields[21], fields[22] = _unpack(fields[21]), _unpack(fields[22])
         return cls(*fields)
 
 

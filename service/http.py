@@ -71,6 +71,7 @@ def gauges(plane: DecisionPlane) -> list[metrics.Gauge]:
             "Seconds since the last model checkpoint (-1: none yet).",
             per_dp(lambda s: now_s - s.last_checkpoint_ms / 1000 if s.last_checkpoint_ms else -1.0),
         ),
+        *mode_gauges(stats),
         (
             "kairos_model_info",
             "gauge",
@@ -106,6 +107,75 @@ def challenger_gauges(stats: list[Stats]) -> list[metrics.Gauge]:
             values,
         ),
     ]
+
+
+def mode_gauges(stats: list[Stats]) -> list[metrics.Gauge]:
+    """Lift over the holdout (decision points with a holdout) and the apprentice comparison (decision points
+    in apprentice mode): the figures of GetStats's holdout and apprentice, with their 95% intervals."""
+    lifts = [(s.decision_point, s.holdout) for s in stats if s.holdout is not None and s.holdout.holdout_share > 0]
+    pupils = [
+        (s.decision_point, s.apprentice) for s in stats if s.apprentice is not None and s.learning_mode == "apprentice"
+    ]
+    found: list[metrics.Gauge] = []
+    if lifts:
+        found += [
+            (
+                "kairos_holdout_lift",
+                "gauge",
+                "Mean reward of model-served subjects minus held-out subjects (bound: value, low, high of 95%).",
+                [
+                    ([("decision_point", n), ("bound", b)], v)
+                    for n, h in lifts
+                    for b, v in (("value", h.lift.value), ("low", h.lift.low), ("high", h.lift.high))
+                ],
+            ),
+            (
+                "kairos_holdout_mean_reward",
+                "gauge",
+                "Mean reward by group: model-served subjects and held-out subjects.",
+                [
+                    ([("decision_point", n), ("group", g)], i.value)
+                    for n, h in lifts
+                    for g, i in (("model", h.model_reward), ("holdout", h.holdout_reward))
+                ],
+            ),
+            (
+                "kairos_holdout_events",
+                "gauge",
+                "Events with a known reward by group: model-served subjects and held-out subjects.",
+                [
+                    ([("decision_point", n), ("group", g)], float(i.count))
+                    for n, h in lifts
+                    for g, i in (("model", h.model_reward), ("holdout", h.holdout_reward))
+                ],
+            ),
+        ]
+    if pupils:
+        found += [
+            (
+                "kairos_apprentice_match_rate",
+                "gauge",
+                "Apprentice mode: share of events whose baseline was the model's most likely action.",
+                [([("decision_point", n)], a.match_rate.value) for n, a in pupils],
+            ),
+            (
+                "kairos_apprentice_reward",
+                "gauge",
+                "Apprentice mode: the baseline's mean reward and the model's estimates (self-normalised, doubly "
+                "robust), with the 95% interval (bound: value, low, high).",
+                [
+                    ([("decision_point", n), ("policy", p), ("bound", b)], v)
+                    for n, a in pupils
+                    for p, i in (
+                        ("baseline", a.baseline_reward),
+                        ("model", a.model_reward),
+                        ("model_doubly_robust", a.model_reward_dr),
+                    )
+                    for b, v in (("value", i.value), ("low", i.low), ("high", i.high))
+                ],
+            ),
+        ]
+    return found
 
 
 class HttpServer:

@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -40,13 +40,17 @@ from policies.features import (
 )
 from policies.learner_options import OptionsError
 from policies.lru import LRU
-from policies.ranking import Ranking, draw_for, fallback, rank
-from policies.vw import PolicyError, VWPolicy
+from policies.ranking import Ranking, draw_for, fallback
+from policies.vw import PolicyError, Prediction, VWPolicy
+from service import modes
+from service.audit import AuditLog
 from service.customers import ContactRaced, CustomerContext, RankContext
 from service.domain import (
     EXPIRED,
     LEARNING,
+    LEARNING_MODES,
     LINE_KEY_BYTES,
+    MAX_HOLDOUT_SHARE,
     MAX_ID_BYTES,
     MAX_REWARD_WAIT_MS,
     MIN_REWARD_WAIT_MS,
@@ -104,6 +108,7 @@ class RankOutput:
     ranking: list[tuple[str, float]]
     model_version: str
     fallback_reason: str = ""  # empty when the model answered
+    served_by: str = ""  # who chose the first action (service.domain SERVED_*)
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,9 @@ class Stats:
     backlog: int
     last_checkpoint_ms: int
     challenger: challengers.ChallengerSummary | None = None
+    learning_mode: str = "online"
+    apprentice: modes.ApprenticeSummary | None = None
+    holdout: modes.HoldoutSummary | None = None
 
 
 @dataclass
@@ -125,6 +133,8 @@ class _Pending:
 
     deltas: collections.Counter[str] = field(default_factory=collections.Counter)
     journal: list[JournalEntry] = field(default_factory=list)
+    # Closed events with the reward learned (or that would be): the mode statistics count them.
+    outcomes: list[tuple[Decision, float]] = field(default_factory=list)
 
 
 def _check_id(kind: str, value: str, required: bool = True, printable: bool = True) -> None:
@@ -171,6 +181,16 @@ def validate_config(config: DecisionPointConfig) -> None:
         raise invalid("INVALID_CONTACT_POLICY", str(err)) from None
     if any(ttl <= 0 for _, ttl in config.namespace_ttl_ms):
         raise invalid("INVALID_NAMESPACE_TTL", "namespace TTLs must be positive durations")
+    if config.learning_mode not in LEARNING_MODES:
+        raise invalid("INVALID_LEARNING_MODE", f"learning mode {config.learning_mode!r} is unknown")
+    if not (math.isfinite(config.holdout_share) and 0.0 <= config.holdout_share <= MAX_HOLDOUT_SHARE):
+        raise invalid(
+            "INVALID_HOLDOUT_SHARE",
+            f"holdout_share is {config.holdout_share}; it must lie within [0, {MAX_HOLDOUT_SHARE}] "
+            "(0 holds nobody out)",
+        )
+    if not 1 <= config.apprentice_min_events <= 1_000_000_000:
+        raise invalid("INVALID_APPRENTICE_MIN_EVENTS", "apprentice_min_events must lie within [1, 1e9]")
 
 
 class DecisionPlane:
@@ -188,6 +208,8 @@ class DecisionPlane:
         self.states: dict[str, ModelState] = {}
         self._action_lines: dict[str, LRU[bytes, tuple[str, int, bytes]]] = {}
         self.customers = CustomerContext(store)
+        self.mode_stats = modes.ModeStats(store)
+        self.audit = AuditLog(store)
         self.clock: Callable[[], int] = now_ms  # for profile freshness and contact rules; tests move it
         # Called after a commit made events learnable; the learning loop sets it.
         self.on_learnable: Callable[[], None] = lambda: None
@@ -234,6 +256,9 @@ class DecisionPlane:
             subject, candidates, context = self._subject_rank(request, state)
         else:
             candidates = self._eligible(request)
+        # Before any encoding: a refused request must leave the namespace table alone.
+        ids = [c.id for c in candidates]
+        route = modes.route(state.record.config, request.subject_id, request.baseline_action_id, ids)
         table = state.record.namespaces
         known_namespaces = len(table.indices)
         try:
@@ -262,7 +287,8 @@ class DecisionPlane:
                 return _answer(existing)
         event_id = request.event_id or uuid.uuid4().hex
 
-        ranking, fallback_reason = self._choose(state, request, candidates, shared, lines, event_id)
+        ranking, fallback_reason, prediction = self._choose(state, request, candidates, shared, lines, event_id, route)
+        model_probabilities, model_scores = modes.model_predicted(route, prediction)
         ranked_at = now_ms()
         line_day = ranked_at // DAY_MS
         new_lines = self.store.new_lines(line_day, keys, lines)
@@ -276,11 +302,14 @@ class DecisionPlane:
             line_keys=line_keys,
             order=list(ranking.order),
             probabilities=list(ranking.probabilities),
-            model_version="" if fallback_reason else state.model_version,
+            model_version="" if fallback_reason or not route.uses_model else state.model_version,
             fingerprint=fingerprint,
             deferred=request.defer_activation,
             subject_id=request.subject_id,
             fallback=fallback_reason,
+            served_by=route.served_by,
+            model_probabilities=model_probabilities,
+            model_scores=model_scores,
         )
         if subject is not None and state.record.config.optimize_value:
             chosen = subject.terms.get(decision.action_ids[decision.chosen], NO_TERMS)
@@ -324,8 +353,13 @@ class DecisionPlane:
         shared: str,
         lines: list[str],
         event_id: str,
-    ) -> tuple[Ranking, str]:
-        """The model's ranking, or (fail-open) the fallback ranking and why the model did not answer."""
+        route: modes.Route,
+    ) -> tuple[Ranking, str, Prediction | None]:
+        """The ranking ``route`` asks for (the model's, the baseline's, the holdout's), or (fail-open) the
+        fallback ranking and why the model did not answer; and the model's prediction when it made one."""
+        if not route.uses_model:
+            draw = draw_for(state.record.config.effective_seed, event_id)
+            return route.without_model(len(candidates), draw), "", None
         if not state.loaded:
             reason = "MODEL_NOT_LOADED"
         elif request.deadline is not None and (
@@ -342,8 +376,8 @@ class DecisionPlane:
             else:
                 state.predict_s += (time.perf_counter() - started - state.predict_s) * 0.1
                 draw = draw_for(state.record.config.effective_seed, event_id)
-                return rank(prediction.pmf, prediction.scores, draw), ""
-        return fallback([c.id for c in candidates], request.baseline_action_id), reason
+                return route.with_model(prediction, draw), "", prediction
+        return fallback([c.id for c in candidates], request.baseline_action_id), reason, None
 
     def _subject_rank(
         self, request: RankInput, state: ModelState
@@ -542,19 +576,23 @@ class DecisionPlane:
                     self._close(state, decision, reward, pending)
                 changed.append((state, decision))
 
-        def commit(txn: Txn) -> None:
+        def commit(txn: Txn) -> dict[str, dict[str, Any] | None]:
             for key, _, _ in due:  # windows of unknown or already closed events go too
                 self.store.drop_due(txn, key)
             for state, decision in changed:
                 self.store.put_decision(txn, state.name, decision)
+            figures = {}
             for name, pending in by_state.items():
                 self.store.add_counters(txn, name, pending.deltas)
                 for entry in pending.journal:
                     self.store.append_journal(txn, name, entry.seq, entry.event_id, entry.reward)
+                figures[name] = self.mode_stats.record(txn, self.states[name].record.config, pending.outcomes)
+            return figures
 
-        self.store.write(commit)
+        figures = self.store.write(commit)
         for name, pending in by_state.items():
             self._apply(self.states[name], pending)
+            self._after_outcomes(self.states[name], figures[name])
         return len(due)
 
     def _decision(self, state: ModelState, event_id: str) -> Decision:
@@ -573,9 +611,12 @@ class DecisionPlane:
         pending.deltas["open_events"] -= 1
         if decision.fallback:
             return  # the model did not choose it: its probabilities say nothing the model could learn from
-        seq = state.next_seq + len(pending.journal)
         if state.record.config.optimize_value:  # the journal keeps what was learned: replay stays exact
             reward *= decision.value
+        pending.outcomes.append((decision, reward))
+        if not modes.learns(decision):
+            return
+        seq = state.next_seq + len(pending.journal)
         pending.journal.append(JournalEntry(seq, decision.event_id, reward, decision))
 
     def _commit(
@@ -588,7 +629,7 @@ class DecisionPlane:
     ) -> None:
         """``rewarded``/``activated``: also update the subject's contact history for ``decision``."""
 
-        def commit(txn: Txn) -> None:
+        def commit(txn: Txn) -> dict[str, Any] | None:
             if decision is not None:
                 if decision.subject_id and (rewarded or activated):
                     self.customers.mark_exposure(txn, decision, rewarded=rewarded, activated=activated)
@@ -598,9 +639,39 @@ class DecisionPlane:
             for entry in pending.journal:
                 self.store.append_journal(txn, state.name, entry.seq, entry.event_id, entry.reward)
             self.store.add_counters(txn, state.name, pending.deltas)
+            return self.mode_stats.record(txn, state.record.config, pending.outcomes)
 
-        self.store.write(commit)
+        figures = self.store.write(commit)
         self._apply(state, pending)
+        self._after_outcomes(state, figures)
+
+    def _after_outcomes(self, state: ModelState, figures: dict[str, Any] | None) -> None:
+        """After mode statistics changed: in apprentice mode with auto-promotion, switch to online once the
+        model is clearly better than the baseline (see policies.apprentice.should_promote)."""
+        config = state.record.config
+        if figures is None or config.learning_mode != "apprentice" or not config.apprentice_auto_promote:
+            return
+        summary, _ = modes.summarise(config, figures)
+        if not summary.promote():
+            return
+        before = config.to_dict()
+        try:
+            self.update_decision_point(config.with_changes(learning_mode="online"))
+        except KairosError as err:  # the reward is recorded; the next closed event tries again
+            log.error("apprentice_promotion_failed", decision_point=state.name, error=err.message)
+            return
+        evidence = {
+            "events": summary.model_reward.count,
+            "model_reward_low": summary.model_reward.low,
+            "model_reward_dr_low": summary.model_reward_dr.low,
+            "baseline_reward": summary.baseline_reward.value,
+            "baseline_reward_high": summary.baseline_reward.high,
+            "match_rate": summary.match_rate.value,
+        }
+        log.warning("apprentice_promoted", decision_point=state.name, **evidence)
+        self.audit.record(
+            modes.AUTO_PROMOTION, "", "AutoPromote", state.name, before, {**state.record.config.to_dict(), **evidence}
+        )
 
     def _apply(self, state: ModelState, pending: _Pending) -> None:
         if pending.journal:
@@ -684,6 +755,8 @@ class DecisionPlane:
             self.store.write(lambda txn: self.store.put_decision_point(txn, record))
             state.record = record
         challengers.install(self.store, self.models_dir, state, challenger)
+        if modes.restarts(old, config):
+            self.store.write(lambda txn: self.mode_stats.reset_for(txn, old, config))
         log.info("decision_point_updated", decision_point=config.name, before=old.to_dict(), after=config.to_dict())
         return state.record
 
@@ -825,6 +898,7 @@ class DecisionPlane:
 
     def stats(self, name: str) -> Stats:
         state = self._state(name)
+        apprentice, holdout = modes.summarise(state.record.config, self.mode_stats.read(name))
         return Stats(
             decision_point=name,
             counters=self._counters(name),
@@ -834,6 +908,9 @@ class DecisionPlane:
             backlog=len(state.backlog),
             last_checkpoint_ms=state.checkpoint_ms,
             challenger=challengers.summary(state),
+            learning_mode=state.record.config.learning_mode,
+            apprentice=apprentice,
+            holdout=holdout,
         )
 
     # -- learning -----------------------------------------------------------
@@ -924,4 +1001,5 @@ def _answer(decision: Decision) -> RankOutput:
         ranking=[(ids[i], probabilities[i]) for i in decision.order],
         model_version=decision.model_version,
         fallback_reason=decision.fallback,
+        served_by=decision.served_by,
     )

@@ -21,13 +21,25 @@ from policies.contact import (
 )
 from policies.estimators import Estimate
 from policies.features import FeatureGroup, FeatureScalar
+from policies.intervals import Interval
 from policies.learner_options import Explorer, LearnerOptions
 from service._pb.kairos.v1 import admin_service_pb2 as admin_pb
 from service._pb.kairos.v1 import decision_service_pb2 as decision_pb
 from service._pb.kairos.v1 import feature_service_pb2 as feature_pb
 from service._pb.kairos.v1 import types_pb2 as types_pb
 from service.audit import AuditRecord
-from service.domain import DEFAULT_REWARD_WAIT_MS, CatalogEntry, DecisionPointConfig, DecisionPointRecord
+from service.domain import (
+    DEFAULT_APPRENTICE_MIN_EVENTS,
+    DEFAULT_REWARD_WAIT_MS,
+    SERVED_APPRENTICE,
+    SERVED_HOLDOUT_BASELINE,
+    SERVED_HOLDOUT_RANDOM,
+    SERVED_LOGGING_ONLY,
+    CatalogEntry,
+    DecisionPointConfig,
+    DecisionPointRecord,
+    LearningMode,
+)
 from service.errors import invalid
 from service.learning.challenger import ChallengerSummary
 from service.offline.export import NO_END
@@ -40,6 +52,23 @@ _AGGREGATION = {
     types_pb.REWARD_AGGREGATION_SUM: "sum",
 }
 _AGGREGATION_PB = {"first": types_pb.REWARD_AGGREGATION_FIRST, "sum": types_pb.REWARD_AGGREGATION_SUM}
+_LEARNING_MODE: dict[int, LearningMode] = {
+    types_pb.LEARNING_MODE_UNSPECIFIED: "online",
+    types_pb.LEARNING_MODE_ONLINE: "online",
+    types_pb.LEARNING_MODE_APPRENTICE: "apprentice",
+    types_pb.LEARNING_MODE_LOGGING_ONLY: "logging_only",
+}
+_LEARNING_MODE_PB = {
+    "online": types_pb.LEARNING_MODE_ONLINE,
+    "apprentice": types_pb.LEARNING_MODE_APPRENTICE,
+    "logging_only": types_pb.LEARNING_MODE_LOGGING_ONLY,
+}
+_SERVED_BY_PB = {
+    SERVED_APPRENTICE: decision_pb.SERVED_BY_BASELINE,
+    SERVED_LOGGING_ONLY: decision_pb.SERVED_BY_BASELINE,
+    SERVED_HOLDOUT_BASELINE: decision_pb.SERVED_BY_HOLDOUT_BASELINE,
+    SERVED_HOLDOUT_RANDOM: decision_pb.SERVED_BY_HOLDOUT_RANDOM,
+}
 
 
 def _value(value: types_pb.FeatureValue) -> FeatureScalar | None:
@@ -97,6 +126,7 @@ def rank_response(output: RankOutput) -> decision_pb.RankResponse:
         model_version=output.model_version,
         fallback=bool(output.fallback_reason),
         fallback_reason=output.fallback_reason,
+        served_by=_SERVED_BY_PB.get(output.served_by, decision_pb.SERVED_BY_MODEL),
     )
     add = response.ranking.add
     for action_id, probability in output.ranking:
@@ -142,6 +172,15 @@ def _wait_ms(duration: duration_pb2.Duration) -> int:
     return duration.seconds * 1000 + duration.nanos // 1_000_000
 
 
+def learning_mode(value: int) -> LearningMode:
+    found = _LEARNING_MODE.get(value)
+    if found is None:
+        raise invalid(
+            "INVALID_LEARNING_MODE", f"learning_mode {value} is unknown; use ONLINE, APPRENTICE or LOGGING_ONLY"
+        )
+    return found
+
+
 def config(dp: types_pb.DecisionPoint) -> DecisionPointConfig:
     low, high = dp.reward_range.min, dp.reward_range.max
     if low == 0.0 and high == 0.0:
@@ -161,6 +200,10 @@ def config(dp: types_pb.DecisionPoint) -> DecisionPointConfig:
         challenger=learner_options(dp.challenger.exploration, dp.challenger.learning)
         if dp.HasField("challenger")
         else None,
+        learning_mode=learning_mode(dp.learning_mode),
+        holdout_share=dp.holdout_share,
+        apprentice_auto_promote=dp.apprentice_auto_promote,
+        apprentice_min_events=dp.apprentice_min_events or DEFAULT_APPRENTICE_MIN_EVENTS,
     )
 
 
@@ -177,6 +220,10 @@ UPDATABLE = (
     "namespace_ttl",
     "optimize_value",
     "challenger",
+    "learning_mode",
+    "holdout_share",
+    "apprentice_auto_promote",
+    "apprentice_min_events",
 )
 
 
@@ -209,6 +256,14 @@ def updated_config(current: DecisionPointConfig, request: admin_pb.UpdateDecisio
         namespace_ttl_ms=wanted.namespace_ttl_ms if "namespace_ttl" in top else current.namespace_ttl_ms,
         optimize_value=wanted.optimize_value if "optimize_value" in top else current.optimize_value,
         challenger=wanted.challenger if "challenger" in top else current.challenger,
+        learning_mode=wanted.learning_mode if "learning_mode" in top else current.learning_mode,
+        holdout_share=wanted.holdout_share if "holdout_share" in top else current.holdout_share,
+        apprentice_auto_promote=(
+            wanted.apprentice_auto_promote if "apprentice_auto_promote" in top else current.apprentice_auto_promote
+        ),
+        apprentice_min_events=(
+            wanted.apprentice_min_events if "apprentice_min_events" in top else current.apprentice_min_events
+        ),
     )
 
 
@@ -267,6 +322,16 @@ def decision_point_pb(record: DecisionPointRecord) -> types_pb.DecisionPoint:
         else types_pb.Challenger(
             exploration=exploration_pb(cfg.challenger.explorer), learning=learning_pb(cfg.challenger)
         ),
+        learning_mode=_LEARNING_MODE_PB[cfg.learning_mode],
+        holdout_share=cfg.holdout_share,
+        apprentice_auto_promote=cfg.apprentice_auto_promote,
+        apprentice_min_events=cfg.apprentice_min_events,
+    )
+
+
+def interval_pb(interval: Interval) -> admin_pb.Interval:
+    return admin_pb.Interval(
+        value=interval.value, low=interval.low, high=interval.high, count=interval.count, method=interval.method
     )
 
 
@@ -301,7 +366,7 @@ def stats_pb(stats: Stats) -> admin_pb.DecisionPointStats:
     )
     if stats.last_checkpoint_ms:
         learner.last_checkpoint_time.FromMilliseconds(stats.last_checkpoint_ms)
-    return admin_pb.DecisionPointStats(
+    response = admin_pb.DecisionPointStats(
         decision_point=stats.decision_point,
         ranks=counters["ranks"],
         rewards=counters["rewards"],
@@ -313,7 +378,31 @@ def stats_pb(stats: Stats) -> admin_pb.DecisionPointStats:
         learner=learner,
         fallbacks=counters["fallbacks"],
         challenger=None if stats.challenger is None else challenger_stats_pb(stats.challenger),
+        learning_mode=_LEARNING_MODE_PB.get(stats.learning_mode, types_pb.LEARNING_MODE_ONLINE),
     )
+    if stats.apprentice is not None:
+        found = stats.apprentice
+        response.apprentice.CopyFrom(
+            admin_pb.ApprenticeStats(
+                match_rate=interval_pb(found.match_rate),
+                baseline_reward=interval_pb(found.baseline_reward),
+                model_reward=interval_pb(found.model_reward),
+                model_reward_doubly_robust=interval_pb(found.model_reward_dr),
+                auto_promote=found.auto_promote,
+                min_events=found.min_events,
+            )
+        )
+    if stats.holdout is not None:
+        lift = stats.holdout
+        response.holdout.CopyFrom(
+            admin_pb.HoldoutStats(
+                holdout_share=lift.holdout_share,
+                model_reward=interval_pb(lift.model_reward),
+                holdout_reward=interval_pb(lift.holdout_reward),
+                lift=interval_pb(lift.lift),
+            )
+        )
+    return response
 
 
 def audit_page_token(token: str) -> int:

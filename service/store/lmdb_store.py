@@ -13,7 +13,8 @@ by number):
 - ``lines``: ``day + line key`` -> a VW action line; stored once per day and shared by every
   decision of that day that offered the same action, dropped with the day by retention
 - ``journal``: ``dp + seq`` -> what to learn, in learning order
-- ``counters``: ``dp`` -> counters JSON
+- ``counters``: ``dp`` -> counters JSON; ``dp + kind`` -> other running statistics of the decision point
+  as JSON (``modes``: apprentice and holdout moments, see service.modes)
 - ``checkpoints``: ``dp + generation + seq`` -> checkpoint metadata JSON
 - ``audit``: ``seq`` -> an audit record of an administrative change, JSON
 - ``profiles``: ``subject_id`` -> profile JSON (per feature: value and update time)
@@ -434,6 +435,13 @@ class Store:
             counters[name] = counters.get(name, 0) + delta
         txn.put(_dp(dp), json.dumps(counters, separators=(",", ":")).encode(), db=self.db["counters"])
         return counters
+
+    def get_extra_stats(self, txn: Txn, dp: str, kind: bytes) -> dict[str, Any]:
+        raw = txn.get(_dp(dp) + kind, db=self.db["counters"])
+        return {} if raw is None else dict(json.loads(raw))
+
+    def put_extra_stats(self, txn: Txn, dp: str, kind: bytes, data: Mapping[str, Any]) -> None:
+        txn.put(_dp(dp) + kind, json.dumps(data, separators=(",", ":")).encode(), db=self.db["counters"])
 
     # -- checkpoints --------------------------------------------------------
 

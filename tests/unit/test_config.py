@@ -96,3 +96,18 @@ def test_config_file_declares_a_challenger(tmp_path: Path) -> None:
     path.write_text('[[decision_points]]\nname = "x"\nchallenger = { learning_rat = 0.5 }\n')
     with pytest.raises(config_file.ConfigError, match="learning_rat"):
         config_file.load(path)
+
+
+def test_config_file_declares_learning_mode_and_holdout(tmp_path: Path) -> None:
+    path = tmp_path / "kairos.toml"
+    path.write_text(
+        '[[decision_points]]\nname = "offers"\nlearning_mode = "apprentice"\nholdout_share = 0.1\n'
+        "apprentice_auto_promote = true\napprentice_min_events = 500\n"
+    )
+    (dp,) = config_file.load(path).decision_points
+    assert (dp.learning_mode, dp.holdout_share) == ("apprentice", 0.1)
+    assert dp.apprentice_auto_promote and dp.apprentice_min_events == 500
+    documented = tmp_path / "documented.toml"
+    documented.write_text((config_file.__doc__ or "").split("\n", 1)[1])
+    (example,) = config_file.load(documented).decision_points
+    assert (example.learning_mode, example.holdout_share, example.apprentice_min_events) == ("online", 0.0, 1000)

@@ -206,6 +206,9 @@ class DecisionPointStats(_message.Message):
     LEARNER_FIELD_NUMBER: _builtins.int
     FALLBACKS_FIELD_NUMBER: _builtins.int
     CHALLENGER_FIELD_NUMBER: _builtins.int
+    LEARNING_MODE_FIELD_NUMBER: _builtins.int
+    APPRENTICE_FIELD_NUMBER: _builtins.int
+    HOLDOUT_FIELD_NUMBER: _builtins.int
     decision_point: _builtins.str
     ranks: _builtins.int
     """Events ranked (retries of the same event id count once)."""
@@ -223,11 +226,21 @@ class DecisionPointStats(_message.Message):
     """Events learned with the default reward because no reward came in time."""
     fallbacks: _builtins.int
     """Ranks answered with the fallback ranking because the model could not answer (see RankResponse)."""
+    learning_mode: _types_pb2.LearningMode.ValueType
+    """The decision point's learning mode now."""
     @_builtins.property
     def learner(self) -> Global___LearnerStatus: ...
     @_builtins.property
     def challenger(self) -> Global___ChallengerStats:
         """The challenger's estimated value beside the champion's; unset when there is no challenger."""
+
+    @_builtins.property
+    def apprentice(self) -> Global___ApprenticeStats:
+        """Events ranked in APPRENTICE mode by the current model generation whose reward is known."""
+
+    @_builtins.property
+    def holdout(self) -> Global___HoldoutStats:
+        """The model's lift over held-out subjects (DecisionPoint.holdout_share)."""
 
     def __init__(
         self,
@@ -243,10 +256,13 @@ class DecisionPointStats(_message.Message):
         learner: Global___LearnerStatus | None = ...,
         fallbacks: _builtins.int = ...,
         challenger: Global___ChallengerStats | None = ...,
+        learning_mode: _types_pb2.LearningMode.ValueType = ...,
+        apprentice: Global___ApprenticeStats | None = ...,
+        holdout: Global___HoldoutStats | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["challenger", b"challenger", "learner", b"learner"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["apprentice", b"apprentice", "challenger", b"challenger", "holdout", b"holdout", "learner", b"learner"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["average_reward", b"average_reward", "challenger", b"challenger", "decision_point", b"decision_point", "default_rewards", b"default_rewards", "duplicate_rewards", b"duplicate_rewards", "fallbacks", b"fallbacks", "late_rewards", b"late_rewards", "learned", b"learned", "learner", b"learner", "ranks", b"ranks", "rewards", b"rewards"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apprentice", b"apprentice", "average_reward", b"average_reward", "challenger", b"challenger", "decision_point", b"decision_point", "default_rewards", b"default_rewards", "duplicate_rewards", b"duplicate_rewards", "fallbacks", b"fallbacks", "holdout", b"holdout", "late_rewards", b"late_rewards", "learned", b"learned", "learner", b"learner", "learning_mode", b"learning_mode", "ranks", b"ranks", "rewards", b"rewards"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -338,6 +354,147 @@ class ChallengerEstimate(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ChallengerEstimate: _TypeAlias = ChallengerEstimate  # noqa: Y015
+
+@_typing.final
+class Interval(_message.Message):
+    """A mean (or rate) and its two-sided 95% confidence interval."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUE_FIELD_NUMBER: _builtins.int
+    LOW_FIELD_NUMBER: _builtins.int
+    HIGH_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    value: _builtins.float
+    low: _builtins.float
+    high: _builtins.float
+    count: _builtins.int
+    """Events it is computed from."""
+    method: _builtins.str
+    """How [low, high] was computed, for example "empirical Bernstein"."""
+    def __init__(
+        self,
+        *,
+        value: _builtins.float = ...,
+        low: _builtins.float = ...,
+        high: _builtins.float = ...,
+        count: _builtins.int = ...,
+        method: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "high", b"high", "low", b"low", "method", b"method", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Interval: _TypeAlias = Interval  # noqa: Y015
+
+@_typing.final
+class ApprenticeStats(_message.Message):
+    """Apprentice mode: how the model compares with the baseline it watches. Only events whose reward is
+    known (rewarded, or closed with the default reward) of the current model generation count; Rank
+    calls answered with the fallback ranking do not (the model made no prediction).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATCH_RATE_FIELD_NUMBER: _builtins.int
+    BASELINE_REWARD_FIELD_NUMBER: _builtins.int
+    MODEL_REWARD_FIELD_NUMBER: _builtins.int
+    AUTO_PROMOTE_FIELD_NUMBER: _builtins.int
+    MIN_EVENTS_FIELD_NUMBER: _builtins.int
+    MODEL_REWARD_DOUBLY_ROBUST_FIELD_NUMBER: _builtins.int
+    auto_promote: _builtins.bool
+    """Whether the decision point switches to ONLINE by itself, and the events it needs before it may:
+    the lower bounds of model_reward and model_reward_doubly_robust must both exceed the upper bound of
+    baseline_reward (so also its mean).
+    """
+    min_events: _builtins.int
+    @_builtins.property
+    def match_rate(self) -> Global___Interval:
+        """Share of events where the model's most likely action was the baseline (Wilson score interval)."""
+
+    @_builtins.property
+    def baseline_reward(self) -> Global___Interval:
+        """Mean reward of the baseline (the reward actually observed; empirical Bernstein interval)."""
+
+    @_builtins.property
+    def model_reward(self) -> Global___Interval:
+        """The model's estimated mean reward had it served the same events, self-normalised:
+        sum pi(b) r / sum pi(b) over events with baseline b and reward r, pi the model's distribution at
+        that Rank (delta-method normal interval). Assumes the baseline's choice varies at random within a
+        context (independently of the reward); for a baseline that is a fixed rule it only measures where
+        the two agree and cannot see actions the rule never shows. It averages the model as it was at each
+        Rank, so it lags a model that is still learning.
+        """
+
+    @_builtins.property
+    def model_reward_doubly_robust(self) -> Global___Interval:
+        """The same estimated doubly robust with the learner's own reward predictions q (made at Rank, before
+        it learned the event): per event sum_a pi(a) q(a) + pi(b) (r - q(b)). Only the baseline's share of
+        pi is measured; the rest relies on the learner's predictions, which run high for the action it
+        likes best. Empirical Bernstein interval (valid for any number of events, conservative).
+        """
+
+    def __init__(
+        self,
+        *,
+        match_rate: Global___Interval | None = ...,
+        baseline_reward: Global___Interval | None = ...,
+        model_reward: Global___Interval | None = ...,
+        auto_promote: _builtins.bool = ...,
+        min_events: _builtins.int = ...,
+        model_reward_doubly_robust: Global___Interval | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["baseline_reward", b"baseline_reward", "match_rate", b"match_rate", "model_reward", b"model_reward", "model_reward_doubly_robust", b"model_reward_doubly_robust"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_promote", b"auto_promote", "baseline_reward", b"baseline_reward", "match_rate", b"match_rate", "min_events", b"min_events", "model_reward", b"model_reward", "model_reward_doubly_robust", b"model_reward_doubly_robust"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApprenticeStats: _TypeAlias = ApprenticeStats  # noqa: Y015
+
+@_typing.final
+class HoldoutStats(_message.Message):
+    """Lift of the model over the holdout (ONLINE mode): mean reward of events the model served against
+    events of held-out subjects. Both groups count only Ranks with a subject_id whose reward is known.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOLDOUT_SHARE_FIELD_NUMBER: _builtins.int
+    MODEL_REWARD_FIELD_NUMBER: _builtins.int
+    HOLDOUT_REWARD_FIELD_NUMBER: _builtins.int
+    LIFT_FIELD_NUMBER: _builtins.int
+    holdout_share: _builtins.float
+    @_builtins.property
+    def model_reward(self) -> Global___Interval:
+        """Mean reward of model-served events and of held-out events (normal-approximation intervals)."""
+
+    @_builtins.property
+    def holdout_reward(self) -> Global___Interval: ...
+    @_builtins.property
+    def lift(self) -> Global___Interval:
+        """model_reward - holdout_reward, with Welch's normal-approximation interval (trust it once both
+        groups have a few dozen events).
+        """
+
+    def __init__(
+        self,
+        *,
+        holdout_share: _builtins.float = ...,
+        model_reward: Global___Interval | None = ...,
+        holdout_reward: Global___Interval | None = ...,
+        lift: Global___Interval | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["holdout_reward", b"holdout_reward", "lift", b"lift", "model_reward", b"model_reward"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["holdout_reward", b"holdout_reward", "holdout_share", b"holdout_share", "lift", b"lift", "model_reward", b"model_reward"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HoldoutStats: _TypeAlias = HoldoutStats  # noqa: Y015
 
 @_typing.final
 class LearnerStatus(_message.Message):

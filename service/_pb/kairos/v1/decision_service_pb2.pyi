@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from service._pb.kairos.v1 import types_pb2 as _types_pb2
 import builtins as _builtins
 import sys
@@ -18,6 +19,35 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ServedBy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ServedByEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ServedBy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SERVED_BY_UNSPECIFIED: _ServedBy.ValueType  # 0
+    SERVED_BY_MODEL: _ServedBy.ValueType  # 1
+    """Drawn from the model's distribution (ONLINE mode), or the fallback ranking."""
+    SERVED_BY_BASELINE: _ServedBy.ValueType  # 2
+    """The request's baseline_action_id (APPRENTICE or LOGGING_ONLY mode)."""
+    SERVED_BY_HOLDOUT_BASELINE: _ServedBy.ValueType  # 3
+    """The subject is held out: the baseline action."""
+    SERVED_BY_HOLDOUT_RANDOM: _ServedBy.ValueType  # 4
+    """The subject is held out and the request had no baseline: a uniformly random ranking."""
+
+class ServedBy(_ServedBy, metaclass=_ServedByEnumTypeWrapper): ...
+
+SERVED_BY_UNSPECIFIED: ServedBy.ValueType  # 0
+SERVED_BY_MODEL: ServedBy.ValueType  # 1
+"""Drawn from the model's distribution (ONLINE mode), or the fallback ranking."""
+SERVED_BY_BASELINE: ServedBy.ValueType  # 2
+"""The request's baseline_action_id (APPRENTICE or LOGGING_ONLY mode)."""
+SERVED_BY_HOLDOUT_BASELINE: ServedBy.ValueType  # 3
+"""The subject is held out: the baseline action."""
+SERVED_BY_HOLDOUT_RANDOM: ServedBy.ValueType  # 4
+"""The subject is held out and the request had no baseline: a uniformly random ranking."""
+Global___ServedBy: _TypeAlias = ServedBy  # noqa: Y015
 
 @_typing.final
 class RankRequest(_message.Message):
@@ -42,7 +72,9 @@ class RankRequest(_message.Message):
     defer_activation: _builtins.bool
     """Learn from this event only after Activate."""
     baseline_action_id: _builtins.str
-    """What the existing system would show (apprentice mode)."""
+    """What the existing system would show: first in the fallback ranking, served in APPRENTICE and
+    LOGGING_ONLY modes (required there) and to held-out subjects.
+    """
     channel: _builtins.str
     """The touchpoint (web, app, email, call_center, ...); a context feature."""
     @_builtins.property
@@ -106,9 +138,12 @@ class RankResponse(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     FALLBACK_FIELD_NUMBER: _builtins.int
     FALLBACK_REASON_FIELD_NUMBER: _builtins.int
+    SERVED_BY_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     model_version: _builtins.str
-    """The model that answered: "<generation>.<learned events>"."""
+    """The model that answered: "<generation>.<learned events>"; empty when no model did (a fallback,
+    LOGGING_ONLY mode, a held-out subject).
+    """
     fallback: _builtins.bool
     """True when the model did not answer (not loaded yet, failed, or too little time left before the
     caller's deadline): the ranking is the baseline action first, then the candidates in the order
@@ -117,6 +152,11 @@ class RankResponse(_message.Message):
     """
     fallback_reason: _builtins.str
     """Why the fallback was used: MODEL_NOT_LOADED, MODEL_ERROR or DEADLINE."""
+    served_by: Global___ServedBy.ValueType
+    """Who chose ranking[0]: the model, the baseline (APPRENTICE and LOGGING_ONLY modes) or the
+    holdout (see DecisionPoint.holdout_share). An ONLINE fallback ranking says SERVED_BY_MODEL
+    with `fallback` set.
+    """
     @_builtins.property
     def ranking(self) -> _containers.RepeatedCompositeFieldContainer[Global___RankedAction]: ...
     def __init__(
@@ -127,10 +167,11 @@ class RankResponse(_message.Message):
         model_version: _builtins.str = ...,
         fallback: _builtins.bool = ...,
         fallback_reason: _builtins.str = ...,
+        served_by: Global___ServedBy.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "fallback", b"fallback", "fallback_reason", b"fallback_reason", "model_version", b"model_version", "ranking", b"ranking"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "fallback", b"fallback", "fallback_reason", b"fallback_reason", "model_version", b"model_version", "ranking", b"ranking", "served_by", b"served_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -42,6 +42,44 @@ REWARD_AGGREGATION_SUM: RewardAggregation.ValueType  # 2
 """Add up rewards (each reward_id once) and learn when the reward window closes."""
 Global___RewardAggregation: _TypeAlias = RewardAggregation  # noqa: Y015
 
+class _LearningMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LearningModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LearningMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LEARNING_MODE_UNSPECIFIED: _LearningMode.ValueType  # 0
+    """ONLINE."""
+    LEARNING_MODE_ONLINE: _LearningMode.ValueType  # 1
+    """The model ranks (ranking[0] drawn from its distribution) and learns from the rewards."""
+    LEARNING_MODE_APPRENTICE: _LearningMode.ValueType  # 2
+    """Rank returns the request's baseline_action_id first (required, and one of the candidates), the
+    others in the model's order; the model learns from the baseline's rewards (logged with
+    probability 1, the truth about how it was chosen) and GetStats compares it with the baseline.
+    """
+    LEARNING_MODE_LOGGING_ONLY: _LearningMode.ValueType  # 3
+    """Rank returns the baseline first (required), the others in the order sent; events are logged (and
+    exported) but the model never learns.
+    """
+
+class LearningMode(_LearningMode, metaclass=_LearningModeEnumTypeWrapper):
+    """What a decision point's Rank serves and whether its model learns."""
+
+LEARNING_MODE_UNSPECIFIED: LearningMode.ValueType  # 0
+"""ONLINE."""
+LEARNING_MODE_ONLINE: LearningMode.ValueType  # 1
+"""The model ranks (ranking[0] drawn from its distribution) and learns from the rewards."""
+LEARNING_MODE_APPRENTICE: LearningMode.ValueType  # 2
+"""Rank returns the request's baseline_action_id first (required, and one of the candidates), the
+others in the model's order; the model learns from the baseline's rewards (logged with
+probability 1, the truth about how it was chosen) and GetStats compares it with the baseline.
+"""
+LEARNING_MODE_LOGGING_ONLY: LearningMode.ValueType  # 3
+"""Rank returns the baseline first (required), the others in the order sent; events are logged (and
+exported) but the model never learns.
+"""
+Global___LearningMode: _TypeAlias = LearningMode  # noqa: Y015
+
 class _CapScope:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -244,6 +282,10 @@ class DecisionPoint(_message.Message):
     NAMESPACE_TTL_FIELD_NUMBER: _builtins.int
     OPTIMIZE_VALUE_FIELD_NUMBER: _builtins.int
     CHALLENGER_FIELD_NUMBER: _builtins.int
+    LEARNING_MODE_FIELD_NUMBER: _builtins.int
+    HOLDOUT_SHARE_FIELD_NUMBER: _builtins.int
+    APPRENTICE_AUTO_PROMOTE_FIELD_NUMBER: _builtins.int
+    APPRENTICE_MIN_EVENTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Matches [a-z0-9][a-z0-9_-]{0,63}."""
     default_reward: _builtins.float
@@ -258,6 +300,22 @@ class DecisionPoint(_message.Message):
     """Learn the expected value instead of the raw reward: reward x the shown action's
     business_value from the catalog (an action without one counts as 1).
     """
+    learning_mode: Global___LearningMode.ValueType
+    """How Rank serves and what the model learns; unspecified means ONLINE."""
+    holdout_share: _builtins.float
+    """Share of subjects, 0 to 0.5, held out from the model in ONLINE mode: a subject is held out when a
+    stable hash of its subject_id and this decision point's name falls below the share (raising the
+    share only adds subjects). Held-out subjects get the request's baseline_action_id first, or a
+    uniformly random ranking when there is none; GetStats reports the model's lift over them. Ranks
+    without a subject_id are never held out and not counted in the lift.
+    """
+    apprentice_auto_promote: _builtins.bool
+    """In APPRENTICE mode, switch to ONLINE (audited as AutoPromote) once apprentice_min_events events
+    have closed and the lower bounds of both estimates of the model's reward (see ApprenticeStats)
+    exceed the baseline's mean reward and its upper bound.
+    """
+    apprentice_min_events: _builtins.int
+    """Closed apprentice events needed before an automatic switch; 0 means 1000."""
     @_builtins.property
     def exploration(self) -> Global___Exploration:
         """Exploration policy; unset means the service default (SquareCB)."""
@@ -306,10 +364,14 @@ class DecisionPoint(_message.Message):
         namespace_ttl: _abc.Mapping[_builtins.str, _duration_pb2.Duration] | None = ...,
         optimize_value: _builtins.bool = ...,
         challenger: Global___Challenger | None = ...,
+        learning_mode: Global___LearningMode.ValueType = ...,
+        holdout_share: _builtins.float = ...,
+        apprentice_auto_promote: _builtins.bool = ...,
+        apprentice_min_events: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["challenger", b"challenger", "contact_policy", b"contact_policy", "exploration", b"exploration", "learning", b"learning", "reward_range", b"reward_range", "reward_wait", b"reward_wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenger", b"challenger", "contact_policy", b"contact_policy", "default_reward", b"default_reward", "exploration", b"exploration", "learning", b"learning", "model_generation", b"model_generation", "name", b"name", "namespace_ttl", b"namespace_ttl", "optimize_value", b"optimize_value", "reward_aggregation", b"reward_aggregation", "reward_range", b"reward_range", "reward_wait", b"reward_wait", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apprentice_auto_promote", b"apprentice_auto_promote", "apprentice_min_events", b"apprentice_min_events", "challenger", b"challenger", "contact_policy", b"contact_policy", "default_reward", b"default_reward", "exploration", b"exploration", "holdout_share", b"holdout_share", "learning", b"learning", "learning_mode", b"learning_mode", "model_generation", b"model_generation", "name", b"name", "namespace_ttl", b"namespace_ttl", "optimize_value", b"optimize_value", "reward_aggregation", b"reward_aggregation", "reward_range", b"reward_range", "reward_wait", b"reward_wait", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
