@@ -180,6 +180,11 @@ class NamespaceTable:
         self.indices[namespace] = free[0]
         return free[0]
 
+    def forget_since(self, count: int) -> None:
+        """Withdraw the indices given after the first ``count`` (those of a Rank that did not commit)."""
+        for namespace in list(self.indices)[count:]:
+            del self.indices[namespace]
+
     def copy(self, frozen: bool = False) -> NamespaceTable:
         return NamespaceTable(dict(self.indices), frozen=frozen)
 

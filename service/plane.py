@@ -261,6 +261,30 @@ class DecisionPlane:
         route = modes.route(state.record.config, request.subject_id, request.baseline_action_id, ids)
         table = state.record.namespaces
         known_namespaces = len(table.indices)
+        committed = False
+        try:
+            output, committed = self._decide(state, request, subject, candidates, context, route, known_namespaces)
+            return output
+        finally:
+            if not committed and len(table.indices) != known_namespaces:
+                # This Rank gave new namespaces their indices but was refused, or answered from an earlier
+                # decision: withdraw them, or they would live on in memory only, never saved, and the model
+                # would never be reloaded with their interactions. Cached action lines may use them.
+                table.forget_since(known_namespaces)
+                self._action_lines.pop(state.name, None)
+
+    def _decide(
+        self,
+        state: ModelState,
+        request: RankInput,
+        subject: RankContext | None,
+        candidates: list[RankCandidate],
+        context: Sequence[FeatureGroup],
+        route: modes.Route,
+        known_namespaces: int,
+    ) -> tuple[RankOutput, bool]:
+        """Encode, rank and commit one decision; the flag says whether this call committed it."""
+        table = state.record.namespaces
         try:
             shared = shared_line(context, table, request.channel)
             lines, keys, features = self._encode_actions(state.name, candidates, table)
@@ -284,7 +308,7 @@ class DecisionPlane:
             if existing is not None:
                 if existing.fingerprint != fingerprint:
                     log.warning("rank_retry_differs", decision_point=state.name, event_id=request.event_id)
-                return _answer(existing)
+                return _answer(existing), False
         event_id = request.event_id or uuid.uuid4().hex
 
         ranking, fallback_reason, prediction = self._choose(state, request, candidates, shared, lines, event_id, route)
@@ -339,11 +363,11 @@ class DecisionPlane:
 
         existing = self.store.write(commit)
         if existing is not None:
-            return _answer(existing)
+            return _answer(existing), False
         self.store.remember_lines(new_lines)
         if namespaces_grew:
             models.follow_namespaces(self.store, self.models_dir, state, self.checkpoints_kept)
-        return _answer(decision)
+        return _answer(decision), True
 
     def _choose(
         self,

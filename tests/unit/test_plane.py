@@ -12,7 +12,7 @@ from policies.features import Candidate, FeatureGroup
 from service.domain import Decision, DecisionPointConfig
 from service.errors import Code, KairosError
 from service.learning.models import now_ms
-from service.plane import DecisionPlane, RankInput
+from service.plane import DecisionPlane, Limits, RankInput
 from service.store.lmdb_store import Store
 
 
@@ -125,6 +125,28 @@ def test_a_new_namespace_joins_the_interactions_and_a_restart_keeps_them(plane: 
     plane.close()
     plane.store.close()
     reopened = open_plane(tmp_path)
+    assert reopened.states["dp"].policy.args == args
+    reopened.close()
+    reopened.store.close()
+
+
+def test_a_refused_rank_leaves_no_namespace_behind(tmp_path: Path) -> None:
+    plane = DecisionPlane(Store(tmp_path / "lmdb"), tmp_path / "models", Limits(max_features=6))
+    plane.load_all()
+    plane.create_decision_point(DecisionPointConfig(name="dp", reward_wait_ms=100))
+    crowded = (FeatureGroup("user", {f"f{k}": float(k) for k in range(6)}),)
+    with pytest.raises(KairosError) as refused:
+        plane.rank(RankInput("dp", offers(3), crowded))  # encoded (user and offer get indices), then refused
+    assert refused.value.reason == "TOO_MANY_FEATURES"
+    assert plane.states["dp"].record.namespaces.indices == {}
+    # The next Rank that brings the namespaces saves them and reloads the model with their interactions.
+    plane.rank(RankInput("dp", offers(2), (FeatureGroup("user", {"segment": "gold"}),)))
+    args = plane.states["dp"].policy.args
+    assert {"aA", "a!"} <= set(args)
+    plane.close()
+    plane.store.close()
+    reopened = open_plane(tmp_path)
+    assert set(reopened.states["dp"].record.namespaces.indices) == {"user", "offer"}
     assert reopened.states["dp"].policy.args == args
     reopened.close()
     reopened.store.close()
