@@ -39,6 +39,10 @@ RESERVED_NAMESPACES = {
     "_exposure": EXPOSURE_NAMESPACE,
     "_behaviour": BEHAVIOUR_NAMESPACE,
 }
+# The slot of a multi-slot decision: a context namespace Kairos adds itself, but given its index by the
+# decision point's table when first used (like a client namespace), so that decision points that never
+# rank slots keep their VW command line, and one that starts to gets it through the table's usual growth.
+SLOT_NAMESPACE = "_slot"
 RESERVED_ROLES: dict[str, Role] = {
     ACTION_ID_NAMESPACE: "action",
     EXPOSURE_NAMESPACE: "action",
@@ -168,7 +172,7 @@ class NamespaceTable:
             raise FeatureError("a feature group has an empty namespace; name it (for example 'user')")
         if len(namespace) > MAX_NAMESPACE_CHARS:
             raise FeatureError(f"namespace {namespace[:80]!r} is longer than {MAX_NAMESPACE_CHARS} characters")
-        if namespace.startswith("_"):
+        if namespace.startswith("_") and namespace != SLOT_NAMESPACE:
             raise FeatureError(f"namespace {namespace!r}: names starting with '_' are reserved")
         used = set(self.indices.values())
         free = [index for index in ALPHABETS[role] if index not in used]
