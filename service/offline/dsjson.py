@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from service.domain import Decision
+from service.domain import SLOT_SEPARATOR, Decision
 
 # A logged probability below this is refused when reading logs: 1/p weights beyond 10^6 make any estimate
 # meaningless, and VW's own floor would silently change the label.
@@ -140,6 +140,13 @@ def logged_event(
             "reward_range": list(reward_range) if reward_range else None,
             "default_reward": default_reward,
             "model_version": model_version,
+            # A RankSlots slot: exported as a decision of its own (EventId is the event id, a US character and
+            # the slot's position); these say which event and slot.
+            **(
+                {"event_id": decision.event_id.partition(SLOT_SEPARATOR)[0], "slot_id": decision.slot_id}
+                if decision.slot_id
+                else {}
+            ),
         },
     }
 

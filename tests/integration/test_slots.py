@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import random
 import time
 from collections.abc import Callable
 
@@ -241,3 +243,47 @@ def test_kill9_keeps_slot_decisions_rewards_and_learning(make_server: Callable[.
     final = wait_learned(server, 31)
     assert (final.learned, final.rewards, final.duplicate_rewards) == (31, 31, 1)
     assert server.stop() == 0
+
+
+def test_slot_decisions_export_as_cb_events(server: RunningServer) -> None:
+    create(server, "page", wait_ms=200)
+    response = server.decisions.RankSlots(request(4, decision_point="page", event_id="p1"))
+    reward(server, "p1", "side", 1.0, dp="page")
+    time.sleep(0.6)  # every window closes: "hero" and "footer" with the default reward
+    events = [
+        json.loads(line)
+        for page in server.admin.ExportDecisions(apb.ExportDecisionsRequest(decision_point="page"))
+        for line in page.events
+    ]
+    by_slot = {e["_kairos"]["slot_id"]: e for e in events}
+    assert sorted(by_slot) == sorted(SLOT_IDS) and {e["_kairos"]["event_id"] for e in events} == {"p1"}
+    for slot in response.slots:
+        event = by_slot[slot.slot_id]
+        chosen = event["_kairos"]["actions"][event["_labelIndex"]]
+        assert chosen == slot.action_id
+        assert event["_label_probability"] == slot.ranking[0].probability
+        assert len(event["c"]["_multi"]) == len(slot.ranking)  # only the actions this slot could take
+    assert by_slot["side"]["_label_cost"] == -1.0 and by_slot["hero"]["_kairos"]["default_reward"]
+
+
+def test_each_slot_learns_its_own_preferred_offer(server: RunningServer) -> None:
+    # The same audience, but each slot has another best offer: only the slot tells them apart.
+    preferred = {"hero": "offer-1", "side": "offer-4", "footer": "offer-2"}
+    rng = random.Random(11)
+    hits_late = dict.fromkeys(preferred, 0)
+    for i in range(800):
+        # Fixed event ids make the draws (a hash of the seed, the event id and the slot) the same on every run.
+        response = server.decisions.RankSlots(request(6, event_id=f"learn-{i}"))
+        for slot in response.slots:
+            clicked = rng.random() < (0.8 if slot.action_id == preferred[slot.slot_id] else 0.1)
+            reward(server, response.event_id, slot.slot_id, 1.0 if clicked else 0.0)
+            if i >= 600:
+                hits_late[slot.slot_id] += slot.action_id == preferred[slot.slot_id]
+    # Uniform filling would show a slot's preferred offer about 1/6 of the time.
+    for slot_id, hits in hits_late.items():
+        assert hits / 200 > 0.5, (slot_id, hits_late)
+    wait_learned(server, 2400)
+    final = server.decisions.RankSlots(request(6, event_id="after-learning"))
+    for slot in final.slots:
+        top = max(slot.ranking, key=lambda r: r.probability)
+        assert top.action_id == preferred[slot.slot_id], final

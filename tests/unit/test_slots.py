@@ -1,0 +1,105 @@
+"""Multi-slot pieces without a server: the fallback, the slot namespace, the stored slot decisions."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from policies.features import SLOT_NAMESPACE, FeatureError, NamespaceTable
+from policies.learner_options import LearnerOptions
+from policies.vw import PolicyError, Prediction
+from service.domain import Decision, DecisionPointConfig, slot_event_id
+from service.plane import DecisionPlane
+from service.slots import RankSlotsInput, SlotInput
+from service.store.lmdb_store import Store
+from tests.unit.test_plane import offers
+
+
+@pytest.fixture
+def plane(tmp_path: Path) -> Iterator[DecisionPlane]:
+    opened = DecisionPlane(Store(tmp_path / "lmdb"), tmp_path / "models")
+    opened.load_all()
+    opened.create_decision_point(DecisionPointConfig(name="dp", reward_wait_ms=100))
+    yield opened
+    opened.close()
+    opened.store.close()
+
+
+def page(**kwargs: object) -> RankSlotsInput:
+    slots = [SlotInput("hero", baseline_action_id="o2"), SlotInput("side", baseline_action_id="o0")]
+    return RankSlotsInput("dp", slots, offers(4), **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_model_not_loaded_fills_slots_with_their_baselines_never_learned(plane: DecisionPlane) -> None:
+    plane.states["dp"].loaded = False
+    out = plane.rank_slots(page())
+    assert out.fallback_reason == "MODEL_NOT_LOADED" and out.model_version == ""
+    assert [s.action_id for s in out.slots] == ["o2", "o0"]
+    assert out.slots[1].ranking == [("o0", 1.0), ("o1", 0.0), ("o3", 0.0)]  # o2 went to the hero slot
+    plane.reward("dp", out.event_id, 1.0, slot_id="hero")  # accepted, never learned
+    assert plane.learn_pending(10) == 0
+    counters = plane.stats("dp").counters
+    assert (counters["ranks"], counters["fallbacks"], counters["rewards"]) == (1, 1, 1)
+
+
+def test_a_failing_model_gives_the_fallback_for_every_slot(
+    plane: DecisionPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+
+    def broken_second_time(shared: str, actions: list[str]) -> Prediction:
+        calls.append(shared)
+        if len(calls) == 2:
+            raise PolicyError("VW returned 2 probabilities for 3 actions")
+        return Prediction(tuple(1.0 / len(actions) for _ in actions), tuple(0.0 for _ in actions))
+
+    monkeypatch.setattr(plane.states["dp"].policy, "predict", broken_second_time)
+    out = plane.rank_slots(page())
+    assert out.fallback_reason == "MODEL_ERROR"
+    assert [s.action_id for s in out.slots] == ["o2", "o0"]
+
+
+def test_a_deadline_too_close_for_every_slot_gives_the_fallback(plane: DecisionPlane) -> None:
+
+    out = plane.rank_slots(page(deadline=time.monotonic()))
+    assert out.fallback_reason == "DEADLINE"
+
+
+def test_the_slot_namespace_comes_from_the_table_and_crosses_every_interaction() -> None:
+    table = NamespaceTable()
+    table.index("user")
+    table.index("offer", "action")
+    plain = LearnerOptions().expand_interactions(table)
+    assert all(len(i) == 2 for i in plain)
+    slot = table.index(SLOT_NAMESPACE)
+    assert slot.isalnum()  # a table index: a decision point that never ranks slots keeps its command line
+    crossed = LearnerOptions().expand_interactions(table)
+    assert set(crossed) == set(plain) | {i + slot for i in plain} | {slot + a for a in ("!", "A", "^")}
+    with pytest.raises(FeatureError):
+        table.index("_other")
+
+
+def test_slot_decisions_round_trip_and_plain_ones_stay_as_they_were() -> None:
+    fields = dict(
+        ranked_at_ms=1,
+        deadline_ms=2,
+        shared="shared |a x",
+        action_ids=["a", "b"],
+        line_day=0,
+        line_keys=b"\x00" * 16,
+        order=[1, 0],
+        probabilities=[0.25, 0.75],
+        model_version="1.0",
+        fingerprint="f",
+    )
+    plain = Decision(event_id="e", **fields)  # type: ignore[arg-type]
+    assert len(json.loads(plain.encode())) == 20  # no slot fields
+    first = Decision(event_id="e", slots=["hero", "side"], slot_id="hero", **fields)  # type: ignore[arg-type]
+    second = Decision(event_id=slot_event_id("e", 1), slot_id="side", **fields)  # type: ignore[arg-type]
+    assert Decision.decode(first.encode()) == first
+    assert Decision.decode(second.encode()) == second
+    assert slot_event_id("e", 0) == "e" and not slot_event_id("e", 1).isprintable()
