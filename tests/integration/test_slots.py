@@ -287,3 +287,16 @@ def test_each_slot_learns_its_own_preferred_offer(server: RunningServer) -> None
     for slot in final.slots:
         top = max(slot.ranking, key=lambda r: r.probability)
         assert top.action_id == preferred[slot.slot_id], final
+
+
+def test_serving_workers_pass_rank_slots_and_slot_rewards_through(make_server: Callable[..., RunningServer]) -> None:
+    server = make_server("--workers", "2").start()
+    response = server.decisions.RankSlots(request(5, event_id="w1"))
+    assert len({s.action_id for s in response.slots}) == 3
+    assert server.decisions.RankSlots(request(5, event_id="w1")) == response
+    reward(server, "w1", "side", 1.0)
+    with pytest.raises(grpc.RpcError) as err:
+        reward(server, "w1", "nowhere", 1.0)
+    assert (err.value.code(), reason(err.value)) == (grpc.StatusCode.NOT_FOUND, "SLOT_NOT_FOUND")
+    assert wait_learned(server, 1).learned == 1
+    assert server.stop() == 0
