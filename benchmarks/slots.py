@@ -34,7 +34,7 @@ from pathlib import Path
 
 import vowpalwabbit
 
-from policies.features import SLOT_NAMESPACE, Candidate, FeatureGroup, NamespaceTable, action_line, shared_line
+from policies.features import Candidate, FeatureGroup, NamespaceTable, action_line, shared_line
 from policies.learner_options import LearnerOptions
 from policies.ranking import draw_for, rank
 from policies.slots import SlotChoice, assign
@@ -103,8 +103,7 @@ class Reduction:
         self.policy = VWPolicy(LearnerOptions().vw_args(self.table))
 
     def _shared(self, slot: str, segment: str) -> str:
-        context = [FeatureGroup("user", {"seg": segment}), FeatureGroup(SLOT_NAMESPACE, {"id": slot})]
-        return shared_line(context, self.table)
+        return shared_line([FeatureGroup("user", {"seg": segment})], self.table, slot=slot)
 
     def page(self, round_: int, segment: str) -> tuple[list[str], list[tuple[str, list[str], int, float]], int]:
         shared = [self._shared(slot, segment) for slot in SLOTS]

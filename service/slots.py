@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from policies.contact import NO_TERMS
-from policies.features import SLOT_NAMESPACE, FeatureError, FeatureGroup, shared_line
+from policies.features import FeatureError, FeatureGroup, shared_line
 from policies.ranking import Ranking, draw_for, rank
 from policies.slots import Placement, SlotChoice, assign, assign_fallback
 from policies.vw import PolicyError
@@ -188,10 +188,7 @@ class SlotRanker:
         known_namespaces = len(table.indices)
         try:
             shared = [
-                shared_line(
-                    [*context, *slot.features, FeatureGroup(SLOT_NAMESPACE, {"id": slot.id})], table, request.channel
-                )
-                for slot in request.slots
+                shared_line([*context, *slot.features], table, request.channel, slot.id) for slot in request.slots
             ]
             lines, keys, features = plane.encode_actions(state.name, candidates, table)
             if subject is not None and subject.history:

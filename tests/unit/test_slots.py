@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from policies.features import SLOT_NAMESPACE, FeatureError, NamespaceTable
+from policies.features import SLOT_NAMESPACE, FeatureError, NamespaceTable, shared_line
 from policies.learner_options import LearnerOptions
 from policies.vw import PolicyError, Prediction
 from service.domain import Decision, DecisionPointConfig, slot_event_id
@@ -75,7 +75,10 @@ def test_the_slot_namespace_comes_from_the_table_and_crosses_every_interaction()
     table.index("offer", "action")
     plain = LearnerOptions().expand_interactions(table)
     assert all(len(i) == 2 for i in plain)
-    slot = table.index(SLOT_NAMESPACE)
+    with pytest.raises(FeatureError):  # clients cannot write into the slot namespace
+        table.index(SLOT_NAMESPACE)
+    assert shared_line([], table, slot="hero") == f"shared |{table.indices[SLOT_NAMESPACE]} id=hero"
+    slot = table.indices[SLOT_NAMESPACE]
     assert slot.isalnum()  # a table index: a decision point that never ranks slots keeps its command line
     crossed = LearnerOptions().expand_interactions(table)
     assert set(crossed) == set(plain) | {i + slot for i in plain} | {slot + a for a in ("!", "A", "^")}
