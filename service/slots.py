@@ -120,11 +120,15 @@ def _check_slots(slots: Sequence[SlotInput]) -> None:
                 )
 
 
-def _choices(slots: Sequence[SlotInput], candidates: Sequence[RankCandidate], sent: set[str]) -> list[SlotChoice]:
+def _choices(
+    slots: Sequence[SlotInput], candidates: Sequence[RankCandidate], sent: set[str] | None
+) -> list[SlotChoice]:
+    """``sent``: the ids of the actions the request sent (None: it ranks the catalog, whose actions the
+    contact rules may have left out, so a baseline missing from ``candidates`` is simply not shown)."""
     ids = [c.id for c in candidates]
     choices = []
     for slot in slots:
-        if slot.baseline_action_id and slot.baseline_action_id not in sent:
+        if sent is not None and slot.baseline_action_id and slot.baseline_action_id not in sent:
             raise invalid(
                 "UNKNOWN_BASELINE_ACTION",
                 f"the baseline action {slot.baseline_action_id[:80]!r} of slot {slot.id[:80]!r} is not one of the "
@@ -181,7 +185,7 @@ class SlotRanker:
                 "different action, so send at most as many slots as actions",
                 limit=str(len(candidates)),
             )
-        sent = {c.id for c in (request.candidates or candidates)}
+        sent = {c.id for c in request.candidates} if request.candidates else None
         choices = _choices(request.slots, candidates, sent)
 
         table = state.record.namespaces
