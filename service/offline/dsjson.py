@@ -85,6 +85,7 @@ def event_json(
 ) -> dict[str, Any]:
     """One closed decision as a DSJSON event."""
     return logged_event(
+        slot_id=decision.slot_id,
         event_id=decision.event_id,
         ranked_at_ms=decision.ranked_at_ms,
         shared=decision.shared,
@@ -116,6 +117,7 @@ def logged_event(
     reward: float,
     default_reward: bool,
     reward_range: tuple[float, float] | None,
+    slot_id: str = "",
 ) -> dict[str, Any]:
     """A DSJSON event from VW text lines: ``order`` ranks indices into the actions (the shown one first),
     ``probabilities`` are per action in action order."""
@@ -142,11 +144,7 @@ def logged_event(
             "model_version": model_version,
             # A RankSlots slot: exported as a decision of its own (EventId is the event id, a US character and
             # the slot's position); these say which event and slot.
-            **(
-                {"event_id": decision.event_id.partition(SLOT_SEPARATOR)[0], "slot_id": decision.slot_id}
-                if decision.slot_id
-                else {}
-            ),
+            **({"event_id": event_id.partition(SLOT_SEPARATOR)[0], "slot_id": slot_id} if slot_id else {}),
         },
     }
 

@@ -100,9 +100,11 @@ def test_slot_decisions_round_trip_and_plain_ones_stay_as_they_were() -> None:
         fingerprint="f",
     )
     plain = Decision(event_id="e", **fields)  # type: ignore[arg-type]
-    assert len(json.loads(plain.encode())) == 20  # no slot fields
     first = Decision(event_id="e", slots=["hero", "side"], slot_id="hero", **fields)  # type: ignore[arg-type]
     second = Decision(event_id=slot_event_id("e", 1), slot_id="side", **fields)  # type: ignore[arg-type]
+    # Only slot decisions carry the two slot fields: a plain Rank's record is as before slots existed.
+    assert len(json.loads(first.encode())) == len(json.loads(plain.encode())) + 2
+    assert Decision.decode(plain.encode()) == plain
     assert Decision.decode(first.encode()) == first
     assert Decision.decode(second.encode()) == second
     assert slot_event_id("e", 0) == "e" and not slot_event_id("e", 1).isprintable()
