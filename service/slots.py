@@ -34,13 +34,14 @@ import time
 import uuid
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from policies.contact import NO_TERMS
 from policies.features import FeatureError, FeatureGroup, shared_line
-from policies.ranking import Ranking, draw_for, rank
+from policies.ranking import Ranking, draw_for
 from policies.slots import Placement, SlotChoice, assign, assign_fallback
-from policies.vw import PolicyError
+from policies.vw import PolicyError, Prediction
+from service import modes
 from service.customers import RankContext
 from service.domain import MAX_SLOTS, Decision, slot_event_id
 from service.errors import invalid
@@ -89,6 +90,20 @@ class RankSlotsOutput:
     slots: list[SlotOutput]
     model_version: str
     fallback_reason: str = ""
+
+
+@dataclass
+class _Served:
+    """How each slot was served (its learning-mode route) and the model's prediction where it made one."""
+
+    routes: list[modes.Route]
+    predictions: dict[int, Prediction] = field(default_factory=dict)
+
+    def model_probabilities(self, index: int) -> list[float]:
+        return modes.model_predicted(self.routes[index], self.predictions.get(index))[0]
+
+    def model_scores(self, index: int) -> list[float]:
+        return modes.model_predicted(self.routes[index], self.predictions.get(index))[1]
 
 
 def _check_slots(slots: Sequence[SlotInput]) -> None:
@@ -187,6 +202,17 @@ class SlotRanker:
             )
         sent = {c.id for c in request.candidates} if request.candidates else None
         choices = _choices(request.slots, candidates, sent)
+        # The learning mode and the holdout, per slot, before any encoding (a refused request leaves the
+        # namespace table alone): the baseline modes need every slot's baseline among its eligible actions.
+        routes = [
+            modes.route(
+                state.record.config,
+                request.subject_id,
+                slot.baseline_action_id,
+                [candidates[i].id for i in choice.eligible],
+            )
+            for slot, choice in zip(request.slots, choices, strict=True)
+        ]
 
         table = state.record.namespaces
         known_namespaces = len(table.indices)
@@ -209,7 +235,8 @@ class SlotRanker:
             )
 
         event_id = request.event_id or uuid.uuid4().hex
-        placements, fallback_reason = self._choose(state, request, choices, candidates, shared, lines, event_id)
+        served = _Served(routes)
+        placements, fallback_reason = self._choose(state, request, choices, candidates, shared, lines, event_id, served)
         ranked_at = now_ms()
         line_day = ranked_at // DAY_MS
         new_lines = self.store.new_lines(line_day, keys, lines)
@@ -229,11 +256,14 @@ class SlotRanker:
                 line_keys=b"".join(keys[i] for i in placement.offered),
                 order=list(placement.ranking.order),
                 probabilities=list(placement.ranking.probabilities),
-                model_version="" if fallback_reason else state.model_version,
+                model_version="" if fallback_reason or not served.routes[index].uses_model else state.model_version,
                 fingerprint=fingerprint,
                 deferred=request.defer_activation,
                 subject_id=request.subject_id,
                 fallback=fallback_reason,
+                served_by=served.routes[index].served_by,
+                model_probabilities=served.model_probabilities(index),
+                model_scores=served.model_scores(index),
                 slots=slot_ids if index == 0 else [],
                 slot_id=slot.id,
             )
@@ -287,29 +317,41 @@ class SlotRanker:
         shared: list[str],
         lines: list[str],
         event_id: str,
+        served: _Served,
     ) -> tuple[list[Placement | None], str]:
-        """Every slot's placement by the model, or (fail-open) the fallback placements and why."""
-        margin = self.plane.limits.fallback_margin_s
-        if not state.loaded:
+        """Every slot's placement as its route asks (the model's, the baseline's, the holdout's), or
+        (fail-open) the fallback placements and why the model did not answer."""
+        config = state.record.config
+        seed = config.effective_seed
+        uses_model = any(route.uses_model for route in served.routes)
+        needed = state.predict_s * len(choices) + self.plane.limits.fallback_margin_s  # one predict per slot
+        if uses_model and not state.loaded:
             reason = "MODEL_NOT_LOADED"
-        elif request.deadline is not None and (
-            request.deadline - time.monotonic() < state.predict_s * len(choices) + margin
-        ):
+        elif uses_model and request.deadline is not None and request.deadline - time.monotonic() < needed:
             reason = "DEADLINE"
         else:
-            seed = state.record.config.effective_seed
 
             def rank_slot(index: int, offered: tuple[int, ...]) -> Ranking:
+                ids = [candidates[i].id for i in offered]
+                # Routed again on what is left: under the holdout an earlier slot may have taken this one's
+                # baseline (the baseline modes show every slot its own, so theirs is always left).
+                route = modes.route(config, request.subject_id, request.slots[index].baseline_action_id, ids)
+                served.routes[index] = route
+                draw = draw_for(seed, slot_event_id(event_id, index))
+                if not route.uses_model:
+                    return route.without_model(len(offered), draw)
                 started = time.perf_counter()
                 prediction = state.policy.predict(shared[index], [lines[i] for i in offered])
                 state.predict_s += (time.perf_counter() - started - state.predict_s) * 0.1
-                return rank(prediction.pmf, prediction.scores, draw_for(seed, slot_event_id(event_id, index)))
+                served.predictions[index] = prediction
+                return route.with_model(prediction, draw)
 
             try:
                 return assign(choices, rank_slot), ""
             except PolicyError as err:
                 log.warning("model_failed_fallback_used", decision_point=state.name, error=str(err))
                 reason = "MODEL_ERROR"
+                served.predictions.clear()
         return assign_fallback(choices, [c.id for c in candidates]), reason
 
     def _answer(self, txn: Txn, name: str, first: Decision) -> RankSlotsOutput:

@@ -13,6 +13,7 @@ from policies.features import SLOT_NAMESPACE, FeatureError, NamespaceTable, shar
 from policies.learner_options import LearnerOptions
 from policies.vw import PolicyError, Prediction
 from service.domain import Decision, DecisionPointConfig, slot_event_id
+from service.errors import KairosError
 from service.plane import DecisionPlane
 from service.slots import RankSlotsInput, SlotInput
 from service.store.lmdb_store import Store
@@ -108,3 +109,30 @@ def test_slot_decisions_round_trip_and_plain_ones_stay_as_they_were() -> None:
     assert Decision.decode(first.encode()) == first
     assert Decision.decode(second.encode()) == second
     assert slot_event_id("e", 0) == "e" and not slot_event_id("e", 1).isprintable()
+
+
+def stored(plane: DecisionPlane, event_id: str, index: int) -> Decision:
+    with plane.store.read() as txn:
+        decision = plane.store.get_decision(txn, "dp", slot_event_id(event_id, index))
+    assert decision is not None
+    return decision
+
+
+@pytest.mark.parametrize("mode", ["logging_only", "apprentice"])
+def test_baseline_modes_show_every_slot_its_baseline(plane: DecisionPlane, mode: str) -> None:
+    config = plane.get_decision_point("dp").config
+    plane.update_decision_point(config.with_changes(learning_mode=mode))
+    with pytest.raises(KairosError) as refused:
+        plane.rank_slots(
+            RankSlotsInput("dp", [SlotInput("hero", baseline_action_id="o1"), SlotInput("side")], offers(4))
+        )
+    assert refused.value.reason == "BASELINE_REQUIRED"
+    out = plane.rank_slots(page())
+    assert [(s.action_id, s.ranking[0][1]) for s in out.slots] == [("o2", 1.0), ("o0", 1.0)]
+    assert (out.model_version == "") == (mode == "logging_only")  # apprentice: the model was consulted
+    hero, side = stored(plane, out.event_id, 0), stored(plane, out.event_id, 1)
+    assert hero.served_by == side.served_by == mode
+    # Apprentice keeps what the model would have done, per slot, over the actions that slot could take.
+    assert len(side.model_probabilities) == (3 if mode == "apprentice" else 0)
+    plane.reward("dp", out.event_id, 1.0, slot_id="hero")
+    assert plane.learn_pending(10) == (1 if mode == "apprentice" else 0)
