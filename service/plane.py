@@ -386,6 +386,12 @@ class DecisionPlane:
             models.follow_namespaces(self.store, self.models_dir, state, self.checkpoints_kept)
         return _answer(decision), True
 
+    def withdraw_namespaces(self, state: ModelState, known: int) -> None:
+        """Withdraw the namespace indices given after the first ``known`` by a call that did not commit (see
+        _rank_once); cached action lines may use them."""
+        state.record.namespaces.forget_since(known)
+        self._action_lines.pop(state.name, None)
+
     def _choose(
         self,
         state: ModelState,

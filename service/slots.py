@@ -213,7 +213,29 @@ class SlotRanker:
             )
             for slot, choice in zip(request.slots, choices, strict=True)
         ]
+        table = state.record.namespaces
+        known_namespaces = len(table.indices)
+        committed = False
+        try:
+            output, committed = self._decide(state, request, subject, candidates, context, choices, routes)
+            return output
+        finally:
+            if not committed and len(table.indices) != known_namespaces:
+                # Refused after its slots or actions gave new namespaces their indices (as Rank does).
+                plane.withdraw_namespaces(state, known_namespaces)
 
+    def _decide(
+        self,
+        state: ModelState,
+        request: RankSlotsInput,
+        subject: RankContext | None,
+        candidates: Sequence[RankCandidate],
+        context: Sequence[FeatureGroup],
+        choices: list[SlotChoice],
+        routes: list[modes.Route],
+    ) -> tuple[RankSlotsOutput, bool]:
+        """Encode, place and commit every slot's decision; the flag says whether this call committed them."""
+        plane = self.plane
         table = state.record.namespaces
         known_namespaces = len(table.indices)
         try:
@@ -294,11 +316,11 @@ class SlotRanker:
         existing = self.store.write(commit)
         if existing is not None:
             with self.store.read() as txn:
-                return self._answer(txn, state.name, existing)
+                return self._answer(txn, state.name, existing), False
         self.store.remember_lines(new_lines)
         if namespaces_grew:
             models.follow_namespaces(self.store, plane.models_dir, state, plane.checkpoints_kept)
-        return RankSlotsOutput(
+        output = RankSlotsOutput(
             event_id=event_id,
             slots=[
                 SlotOutput(slot.id, _ranking(candidates, placement) if placement else [])
@@ -307,6 +329,7 @@ class SlotRanker:
             model_version=decisions[0].model_version,
             fallback_reason=fallback_reason,
         )
+        return output, True
 
     def _choose(
         self,

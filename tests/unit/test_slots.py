@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,3 +137,16 @@ def test_baseline_modes_show_every_slot_its_baseline(plane: DecisionPlane, mode:
     assert len(side.model_probabilities) == (3 if mode == "apprentice" else 0)
     plane.reward("dp", out.event_id, 1.0, slot_id="hero")
     assert plane.learn_pending(10) == (1 if mode == "apprentice" else 0)
+
+
+def test_a_refused_page_withdraws_the_namespaces_it_gave(plane: DecisionPlane) -> None:
+    from policies.features import FeatureGroup
+
+    bad = SlotInput("side", features=[FeatureGroup("layout", {"size": "s"}), FeatureGroup("look", {"x": math.nan})])
+    with pytest.raises(KairosError) as refused:
+        plane.rank_slots(RankSlotsInput("dp", [SlotInput("hero"), bad], offers(3)))
+    assert refused.value.reason == "INVALID_FEATURE"
+    # "_slot" and "layout" got indices while the slots were encoded; nothing was committed, so neither stays.
+    assert set(plane.get_decision_point("dp").namespaces.indices) & {SLOT_NAMESPACE, "layout"} == set()
+    out = plane.rank_slots(page())
+    assert SLOT_NAMESPACE in plane.get_decision_point("dp").namespaces.indices and out.slots[0].action_id
