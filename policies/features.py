@@ -39,6 +39,10 @@ RESERVED_NAMESPACES = {
     "_exposure": EXPOSURE_NAMESPACE,
     "_behaviour": BEHAVIOUR_NAMESPACE,
 }
+# The slot of a multi-slot decision: a context namespace Kairos adds itself, but given its index by the
+# decision point's table when first used (like a client namespace), so that decision points that never
+# rank slots keep their VW command line, and one that starts to gets it through the table's usual growth.
+SLOT_NAMESPACE = "_slot"
 RESERVED_ROLES: dict[str, Role] = {
     ACTION_ID_NAMESPACE: "action",
     EXPOSURE_NAMESPACE: "action",
@@ -155,7 +159,7 @@ class NamespaceTable:
     # and leaves the assignment to the owner.
     frozen: bool = False
 
-    def index(self, namespace: str, role: Role = "context") -> str:
+    def index(self, namespace: str, role: Role = "context", *, internal: bool = False) -> str:
         """The index of ``namespace``, assigning the next free one of ``role`` on first sight."""
         found = self.indices.get(namespace)
         if found is not None:
@@ -168,7 +172,7 @@ class NamespaceTable:
             raise FeatureError("a feature group has an empty namespace; name it (for example 'user')")
         if len(namespace) > MAX_NAMESPACE_CHARS:
             raise FeatureError(f"namespace {namespace[:80]!r} is longer than {MAX_NAMESPACE_CHARS} characters")
-        if namespace.startswith("_"):
+        if namespace.startswith("_") and not (internal and namespace == SLOT_NAMESPACE):
             raise FeatureError(f"namespace {namespace!r}: names starting with '_' are reserved")
         used = set(self.indices.values())
         free = [index for index in ALPHABETS[role] if index not in used]
@@ -200,9 +204,13 @@ def encode_groups(groups: Iterable[FeatureGroup], table: NamespaceTable, role: R
     return parts
 
 
-def shared_line(context: Iterable[FeatureGroup], table: NamespaceTable, channel: str = "") -> str:
-    """The shared (context) example of a multi-line ADF example."""
+def shared_line(context: Iterable[FeatureGroup], table: NamespaceTable, channel: str = "", slot: str = "") -> str:
+    """The shared (context) example of a multi-line ADF example; ``slot``: the slot id of a RankSlots slot."""
     parts = encode_groups(context, table, "context")
+    if slot:
+        if len(slot) > MAX_STRING_CHARS:
+            raise FeatureError(f"slot id is longer than {MAX_STRING_CHARS} characters")
+        parts.append(f"|{table.index(SLOT_NAMESPACE, internal=True)} id={token(slot)}")
     if len(channel) > MAX_STRING_CHARS:
         raise FeatureError(f"channel is longer than {MAX_STRING_CHARS} characters")
     if channel:

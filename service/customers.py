@@ -341,6 +341,16 @@ class CustomerContext:
         context = RankContext(subject_id, groups, decode_exposures(contacts_raw), contacts_raw, cached.terms, used)
         return context, cached.entries if catalog else []
 
+    def record_exposures(
+        self, txn: Txn, context: RankContext, dp: str, decisions: Sequence[Decision], channel: str, now_ms: int
+    ) -> None:
+        """record_exposure for every slot decision of one RankSlots event, in its one transaction."""
+        for decision in decisions:
+            self.record_exposure(txn, context, dp, decision, channel, now_ms)
+            if context.subject_id:  # the next slot's check compares against what this one wrote
+                context.contacts_raw = self.store.get_subject(txn, "contacts", context.subject_id)
+                context.history = decode_exposures(context.contacts_raw)
+
     def record_exposure(
         self, txn: Txn, context: RankContext, dp: str, decision: Decision, channel: str, now_ms: int
     ) -> None:

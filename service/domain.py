@@ -28,6 +28,15 @@ LINE_KEY_BYTES = 8  # blake2b digest of an action's VW line: its key in the stor
 MIN_REWARD_WAIT_MS = 100
 MAX_REWARD_WAIT_MS = 7 * 24 * 3600 * 1000
 DEFAULT_REWARD_WAIT_MS = 10 * 60 * 1000
+MAX_SLOTS = 50  # slots of one RankSlots (Personalizer's limit): each slot costs one predict
+# A multi-slot event's first slot is logged under the event id itself, slot k > 0 under
+# ``event_id + SLOT_SEPARATOR + str(k)``; client event ids are printable, so they never contain it.
+SLOT_SEPARATOR = "\x1f"
+
+
+def slot_event_id(event_id: str, index: int) -> str:
+    """The id slot ``index`` of a multi-slot event is logged, learned and exported under."""
+    return event_id if index == 0 else f"{event_id}{SLOT_SEPARATOR}{index}"
 
 
 @dataclass(frozen=True)
@@ -178,6 +187,10 @@ class Decision:
     # order), while order/probabilities say what was served (the baseline, probability 1).
     model_probabilities: list[float] = field(default_factory=list)
     model_scores: list[float] = field(default_factory=list)
+    # Multi-slot events (RankSlots): every slot is a decision of its own (see service.slots). The first
+    # slot's decision, logged under the event id, lists the ids of all slots in order; each knows its own.
+    slots: list[str] = field(default_factory=list)
+    slot_id: str = ""
 
     @property
     def chosen(self) -> int:
@@ -215,6 +228,8 @@ class Decision:
                 self.served_by,
                 _pack(self.model_probabilities),
                 _pack(self.model_scores),
+                # Only slot decisions carry the slot fields: a plain Rank's record stays as before.
+                *((self.slots, self.slot_id) if self.slot_id else ()),
             ],
             separators=(",", ":"),
             ensure_ascii=False,

@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -59,6 +59,7 @@ from service.domain import (
     Decision,
     DecisionPointConfig,
     DecisionPointRecord,
+    slot_event_id,
 )
 from service.errors import Code, KairosError, failed_precondition, invalid, not_found
 from service.learning import challenger as challengers
@@ -66,6 +67,9 @@ from service.learning import models
 from service.learning.models import ModelState, now_ms
 from service.offline.export import NO_END, ExportProgress, export_pages
 from service.store.lmdb_store import DAY_MS, CheckpointMeta, JournalEntry, Store, Txn
+
+if TYPE_CHECKING:
+    from service.slots import RankSlotsInput, RankSlotsOutput
 
 log = structlog.get_logger(__name__)
 MAX_REWARD_IDS = 1000
@@ -137,7 +141,7 @@ class _Pending:
     outcomes: list[tuple[Decision, float]] = field(default_factory=list)
 
 
-def _check_id(kind: str, value: str, required: bool = True, printable: bool = True) -> None:
+def check_id(kind: str, value: str, required: bool = True, printable: bool = True) -> None:
     if required and not value:
         raise invalid(f"{kind.upper()}_REQUIRED", f"{kind} is required")
     if len(value.encode()) > MAX_ID_BYTES:
@@ -221,7 +225,7 @@ class DecisionPlane:
         for name, record in records.items():
             self.states[name] = models.load(self.store, self.models_dir, record)
 
-    def _state(self, name: str) -> ModelState:
+    def state_of(self, name: str) -> ModelState:
         state = self.states.get(name)
         if state is None:
             check_name(name)
@@ -240,10 +244,23 @@ class DecisionPlane:
             Code.UNAVAILABLE, "CONTACT_HISTORY_BUSY", "this subject's contact history is changing too fast; retry"
         )
 
+    def rank_slots(self, request: RankSlotsInput) -> RankSlotsOutput:
+        """One action per slot (see service.slots); every slot's decision is committed before it returns."""
+        from service.slots import SlotRanker  # built on this plane's parts, so imported here
+
+        for _ in range(5):
+            try:
+                return SlotRanker(self).rank(request)
+            except ContactRaced:
+                continue
+        raise KairosError(
+            Code.UNAVAILABLE, "CONTACT_HISTORY_BUSY", "this subject's contact history is changing too fast; retry"
+        )
+
     def _rank_once(self, request: RankInput) -> RankOutput:
-        state = self._state(request.decision_point)
-        _check_id("event_id", request.event_id, required=False)
-        _check_id("subject_id", request.subject_id, required=False)
+        state = self.state_of(request.decision_point)
+        check_id("event_id", request.event_id, required=False)
+        check_id("subject_id", request.subject_id, required=False)
         subject: RankContext | None = None
         context: Sequence[FeatureGroup] = request.context
         if request.subject_id or not request.candidates or state.record.config.optimize_value:
@@ -253,9 +270,9 @@ class DecisionPlane:
                     existing = self.store.get_decision(txn, state.name, request.event_id)
                 if existing is not None:
                     return _answer(existing)
-            subject, candidates, context = self._subject_rank(request, state)
+            subject, candidates, context = self.subject_rank(request, state)
         else:
-            candidates = self._eligible(request)
+            candidates = self.eligible_candidates(request)
         # Before any encoding: a refused request must leave the namespace table alone.
         ids = [c.id for c in candidates]
         route = modes.route(state.record.config, request.subject_id, request.baseline_action_id, ids)
@@ -287,9 +304,9 @@ class DecisionPlane:
         table = state.record.namespaces
         try:
             shared = shared_line(context, table, request.channel)
-            lines, keys, features = self._encode_actions(state.name, candidates, table)
+            lines, keys, features = self.encode_actions(state.name, candidates, table)
             if subject is not None and subject.history:
-                self._add_exposure_features(state.name, subject, candidates, lines, keys)
+                self.add_exposure_features(state.name, subject, candidates, lines, keys)
         except FeatureError as err:
             raise invalid("INVALID_FEATURE", str(err)) from None
         features += sum(len(group.features) for group in request.context)
@@ -369,6 +386,12 @@ class DecisionPlane:
             models.follow_namespaces(self.store, self.models_dir, state, self.checkpoints_kept)
         return _answer(decision), True
 
+    def withdraw_namespaces(self, state: ModelState, known: int) -> None:
+        """Withdraw the namespace indices given after the first ``known`` by a call that did not commit (see
+        _rank_once); cached action lines may use them."""
+        state.record.namespaces.forget_since(known)
+        self._action_lines.pop(state.name, None)
+
     def _choose(
         self,
         state: ModelState,
@@ -403,7 +426,7 @@ class DecisionPlane:
                 return route.with_model(prediction, draw), "", prediction
         return fallback([c.id for c in candidates], request.baseline_action_id), reason, None
 
-    def _subject_rank(
+    def subject_rank(
         self, request: RankInput, state: ModelState
     ) -> tuple[RankContext, list[RankCandidate], list[FeatureGroup]]:
         """Join the subject's stored context to the request, take the catalog when no candidates were sent,
@@ -421,7 +444,7 @@ class DecisionPlane:
             )
         # Sent candidates are checked (ids, limits) before the rules; a catalog is filtered by the rules first,
         # since only its eligible actions count against max_actions.
-        pool: list[RankCandidate] = self._eligible(request) if request.candidates else list(catalog)
+        pool: list[RankCandidate] = self.eligible_candidates(request) if request.candidates else list(catalog)
         context = profiles.join(subject.groups, request.context)
         verdict = eligible(
             config.contact,
@@ -444,10 +467,10 @@ class DecisionPlane:
                     "(narrow the catalog with channels, validity or eligibility, or raise --max-actions)",
                     limit=str(self.limits.max_actions),
                 )
-            candidates = self._eligible(dataclasses.replace(request, candidates=candidates))
+            candidates = self.eligible_candidates(dataclasses.replace(request, candidates=candidates))
         return subject, candidates, context
 
-    def _add_exposure_features(
+    def add_exposure_features(
         self, name: str, subject: RankContext, candidates: Sequence[RankCandidate], lines: list[str], keys: list[bytes]
     ) -> None:
         """Append to each action the subject has seen lately how often, how lately, and how often ignored
@@ -462,7 +485,7 @@ class DecisionPlane:
             lines[i] = f"{lines[i]} |{EXPOSURE_NAMESPACE} " + " ".join(tokens)
             keys[i] = hashlib.blake2b(lines[i].encode(), digest_size=LINE_KEY_BYTES).digest()
 
-    def _eligible(self, request: RankInput) -> list[RankCandidate]:
+    def eligible_candidates(self, request: RankInput) -> list[RankCandidate]:
         limits = self.limits
         if not request.candidates:
             raise invalid("NO_CANDIDATES", "the request has no actions; send the candidates in `actions`")
@@ -476,7 +499,7 @@ class DecisionPlane:
         seen: set[str] = set()
         eligible: list[RankCandidate] = []
         for candidate in request.candidates:
-            _check_id("action id", candidate.id, printable=False)  # a feature value: encoded, never a key
+            check_id("action id", candidate.id, printable=False)  # a feature value: encoded, never a key
             if candidate.id in seen:
                 raise invalid("DUPLICATE_ACTION_ID", f"action id {candidate.id[:80]!r} appears more than once")
             seen.add(candidate.id)
@@ -486,7 +509,7 @@ class DecisionPlane:
             raise invalid("ALL_ACTIONS_EXCLUDED", "every action is in excluded_action_ids; nothing is left to rank")
         return eligible
 
-    def _encode_actions(
+    def encode_actions(
         self, name: str, candidates: Sequence[RankCandidate], table: NamespaceTable
     ) -> tuple[list[str], list[bytes], int]:
         """Each candidate's VW line and line key, and the number of features; from the cache when the
@@ -509,18 +532,20 @@ class DecisionPlane:
             keys.append(encoded[2])
         return lines, keys, features
 
-    def reward(self, decision_point: str, event_id: str, value: float, reward_id: str = "") -> None:
-        state = self._state(decision_point)
+    def reward(self, decision_point: str, event_id: str, value: float, reward_id: str = "", slot_id: str = "") -> None:
+        """``slot_id``: the slot of a RankSlots event that the reward is for (required for those, and only)."""
+        state = self.state_of(decision_point)
         config = state.record.config
-        _check_id("event_id", event_id)
-        _check_id("reward_id", reward_id, required=False)
+        check_id("event_id", event_id)
+        check_id("reward_id", reward_id, required=False)
+        check_id("slot_id", slot_id, required=False)
         if not math.isfinite(value) or not config.reward_min <= value <= config.reward_max:
             raise invalid(
                 "REWARD_OUT_OF_RANGE",
                 f"reward {value} must be finite and within [{config.reward_min:g}, {config.reward_max:g}], "
                 "the decision point's reward range",
             )
-        decision = self._decision(state, event_id)
+        decision = self._rewarded(state, event_id, slot_id)
         pending = _Pending()
         late = decision.state == EXPIRED or now_ms() > decision.deadline_ms
         if config.aggregation == "sum" and decision.state != OPEN:
@@ -557,21 +582,26 @@ class DecisionPlane:
         self._commit(state, pending, decision, rewarded=value > 0)
 
     def activate(self, decision_point: str, event_id: str) -> None:
-        state = self._state(decision_point)
-        _check_id("event_id", event_id)
+        """Confirm a deferred event was shown; for a RankSlots event, every slot of it."""
+        state = self.state_of(decision_point)
+        check_id("event_id", event_id)
         decision = self._decision(state, event_id)
         if decision.state == EXPIRED or now_ms() > decision.deadline_ms:
             raise failed_precondition(
                 "ACTIVATION_WINDOW_CLOSED",
                 f"event {event_id[:80]!r} can no longer be activated: its reward window has closed",
             )
-        if not decision.deferred or decision.activated:
-            return
-        decision.activated = True
         pending = _Pending()
-        if state.record.config.aggregation == "first" and decision.reward is not None and decision.state == OPEN:
-            self._close(state, decision, decision.reward, pending)
-        self._commit(state, pending, decision, activated=True)
+        activated = []
+        for slot in self._slot_decisions(state, decision) if decision.slot_id else [decision]:
+            if not slot.deferred or slot.activated:
+                continue
+            slot.activated = True
+            if state.record.config.aggregation == "first" and slot.reward is not None and slot.state == OPEN:
+                self._close(state, slot, slot.reward, pending)
+            activated.append(slot)
+        if activated:
+            self._commit(state, pending, activated, activated=True)
 
     def close_windows(self, now: int, limit: int = 2000) -> int:
         """Close every reward window whose deadline has passed: learn (default reward) or expire."""
@@ -629,6 +659,51 @@ class DecisionPlane:
             )
         return decision
 
+    def _rewarded(self, state: ModelState, event_id: str, slot_id: str) -> Decision:
+        """The decision a reward is for: the event's, or for a RankSlots event the named slot's."""
+        decision = self._decision(state, event_id)
+        if not slot_id:
+            if decision.slot_id:
+                raise invalid(
+                    "SLOT_ID_REQUIRED",
+                    f"event {event_id[:80]!r} was ranked by RankSlots; name the slot the reward is for in slot_id "
+                    "(one of " + ", ".join(repr(s[:80]) for s in decision.slots[:20]) + ")",
+                )
+            return decision
+        if not decision.slot_id:
+            raise invalid(
+                "EVENT_HAS_NO_SLOTS",
+                f"event {event_id[:80]!r} was ranked by Rank, which has no slots; leave slot_id empty",
+            )
+        if slot_id not in decision.slots:
+            raise not_found(
+                "SLOT_NOT_FOUND",
+                f"event {event_id[:80]!r} has no slot {slot_id[:80]!r}; its slots are "
+                + ", ".join(repr(s[:80]) for s in decision.slots[:20]),
+            )
+        index = decision.slots.index(slot_id)
+        if index == 0:
+            return decision
+        with self.store.read() as txn:
+            slot = self.store.get_decision(txn, state.name, slot_event_id(event_id, index))
+        if slot is None:
+            raise failed_precondition(
+                "SLOT_HAS_NO_ACTION",
+                f"slot {slot_id[:80]!r} of event {event_id[:80]!r} got no action (every action it could take went "
+                "to an earlier slot); there is nothing to reward",
+            )
+        return slot
+
+    def _slot_decisions(self, state: ModelState, first: Decision) -> list[Decision]:
+        """Every slot's decision of the RankSlots event whose first slot's decision is ``first``."""
+        found = [first]
+        with self.store.read() as txn:
+            for index in range(1, len(first.slots)):
+                slot = self.store.get_decision(txn, state.name, slot_event_id(first.event_id, index))
+                if slot is not None:  # a slot left without an action has none
+                    found.append(slot)
+        return found
+
     def _close(self, state: ModelState, decision: Decision, reward: float, pending: _Pending) -> None:
         """Mark the event learnable with ``reward``; its journal entry joins ``pending``."""
         decision.state = LEARNING
@@ -647,14 +722,15 @@ class DecisionPlane:
         self,
         state: ModelState,
         pending: _Pending,
-        decision: Decision | None = None,
+        decisions: Decision | Sequence[Decision] = (),
         rewarded: bool = False,
         activated: bool = False,
     ) -> None:
-        """``rewarded``/``activated``: also update the subject's contact history for ``decision``."""
+        """``rewarded``/``activated``: also update the subject's contact history for ``decisions``."""
+        changed = [decisions] if isinstance(decisions, Decision) else decisions
 
         def commit(txn: Txn) -> dict[str, Any] | None:
-            if decision is not None:
+            for decision in changed:
                 if decision.subject_id and (rewarded or activated):
                     self.customers.mark_exposure(txn, decision, rewarded=rewarded, activated=activated)
                 self.store.put_decision(txn, state.name, decision)
@@ -736,7 +812,7 @@ class DecisionPlane:
             ) from None
 
     def get_decision_point(self, name: str) -> DecisionPointRecord:
-        return self._state(name).record
+        return self.state_of(name).record
 
     def list_decision_points(self, page_size: int = 100, after: str = "") -> tuple[list[DecisionPointRecord], str]:
         """Decision points by name, those after ``after``; the second value is the next page's ``after``."""
@@ -748,7 +824,7 @@ class DecisionPlane:
         """Change a decision point. Learner changes that keep the model's shape (epsilon, gamma_scale,
         learning rate, ...) carry the model over; shape changes (explorer kind, interactions, bits, bag size)
         need ``reset_model`` (see LearnerOptions.same_shape)."""
-        state = self._state(config.name)
+        state = self.state_of(config.name)
         validate_config(config)
         old = state.record.config
         reshaped = not config.learner.same_shape(old.learner)
@@ -813,7 +889,7 @@ class DecisionPlane:
         models.checkpoint(self.store, self.models_dir, state, self.checkpoints_kept)
 
     def delete_decision_point(self, name: str) -> None:
-        state = self._state(name)
+        state = self.state_of(name)
         challengers.drop(self.store, self.models_dir, state)
         self.store.write(lambda txn: self.store.delete_decision_point(txn, name))
         state.policy.close()
@@ -823,23 +899,23 @@ class DecisionPlane:
         log.info("decision_point_deleted", decision_point=name)
 
     def reset_model(self, name: str) -> str:
-        state = self._state(name)
+        state = self.state_of(name)
         self._start_generation(state, state.record)
         return state.model_version
 
     def import_model(self, name: str, model: bytes) -> str:
-        state = self._state(name)
+        state = self.state_of(name)
         if not model:
             raise invalid("EMPTY_MODEL", "model is empty; send the bytes of an exported model")
         self._start_generation(state, state.record, model)
         return state.model_version
 
     def model_version(self, name: str) -> str:
-        return self._state(name).model_version
+        return self.state_of(name).model_version
 
     def list_checkpoints(self, name: str) -> list[CheckpointMeta]:
         """The current model generation's kept checkpoints, newest first."""
-        state = self._state(name)
+        state = self.state_of(name)
         with self.store.read() as txn:
             return self.store.checkpoints(txn, name, state.record.generation)
 
@@ -848,7 +924,7 @@ class DecisionPlane:
         new generation whose journal begins now, so the events learned after the checkpoint are never
         replayed into it, not even after a restart. Returns the new model version and how many learned
         events were dropped."""
-        state = self._state(name)
+        state = self.state_of(name)
         meta = next((m for m in self.list_checkpoints(name) if m.seq == seq), None)
         if meta is None:
             raise not_found(
@@ -881,7 +957,7 @@ class DecisionPlane:
 
     def promote_challenger(self, name: str) -> DecisionPointRecord:
         """Make the challenger the champion: its learner options and its model (a new generation)."""
-        state = self._state(name)
+        state = self.state_of(name)
         if state.challenger is None:
             raise failed_precondition(
                 "NO_CHALLENGER", f"decision point {name!r} has no challenger; set one with UpdateDecisionPoint"
@@ -903,7 +979,7 @@ class DecisionPlane:
         return state.record
 
     def export_model(self, name: str) -> tuple[bytes, str]:
-        state = self._state(name)
+        state = self.state_of(name)
         return state.policy.to_bytes(), state.model_version
 
     def export_decisions(
@@ -911,7 +987,7 @@ class DecisionPlane:
     ) -> Iterator[list[str]]:
         """Closed decisions as DSJSON events, a page at a time (see service.offline.export). The pages read
         LMDB in their own short transactions, so the caller may pull them from another thread."""
-        self._state(name)
+        self.state_of(name)
         if until_ms <= since_ms:
             raise invalid("INVALID_TIME_RANGE", "until must be later than since")
         return export_pages(self.store, name, progress, since_ms=since_ms, until_ms=until_ms)
@@ -921,7 +997,7 @@ class DecisionPlane:
             return {key: 0 for key in models.COUNTER_NAMES} | self.store.get_counters(txn, name)
 
     def stats(self, name: str) -> Stats:
-        state = self._state(name)
+        state = self.state_of(name)
         apprentice, holdout = modes.summarise(state.record.config, self.mode_stats.read(name))
         return Stats(
             decision_point=name,
@@ -1018,7 +1094,17 @@ class DecisionPlane:
                 state.challenger.policy.close()
 
 
+def event_kind_error(event_id: str, ranked_by: str) -> KairosError:
+    other = "RankSlots" if ranked_by == "Rank" else "Rank"
+    return failed_precondition(
+        "EVENT_ID_IN_USE",
+        f"event id {event_id[:80]!r} was already used by {ranked_by}; a {other} needs an event id of its own",
+    )
+
+
 def _answer(decision: Decision) -> RankOutput:
+    if decision.slot_id:  # a Rank retried with the event id of a RankSlots event
+        raise event_kind_error(decision.event_id, ranked_by="RankSlots")
     ids, probabilities = decision.action_ids, decision.probabilities
     return RankOutput(
         event_id=decision.event_id,

@@ -35,6 +35,7 @@ from service.domain import (
     SERVED_HOLDOUT_BASELINE,
     SERVED_HOLDOUT_RANDOM,
     SERVED_LOGGING_ONLY,
+    SLOT_SEPARATOR,
     CatalogEntry,
     DecisionPointConfig,
     DecisionPointRecord,
@@ -44,6 +45,7 @@ from service.errors import invalid
 from service.learning.challenger import ChallengerSummary
 from service.offline.export import NO_END
 from service.plane import RankInput, RankOutput, Stats
+from service.slots import RankSlotsInput, RankSlotsOutput, SlotInput
 from service.store.lmdb_store import CheckpointMeta
 
 _AGGREGATION = {
@@ -118,6 +120,42 @@ def rank_input(request: decision_pb.RankRequest, deadline: float | None = None) 
         channel=request.channel,
         deadline=deadline,
     )
+
+
+def rank_slots_input(request: decision_pb.RankSlotsRequest, deadline: float | None = None) -> RankSlotsInput:
+    return RankSlotsInput(
+        decision_point=request.decision_point,
+        slots=[
+            SlotInput(
+                id=slot.id,
+                features=feature_groups(slot.features),
+                excluded_action_ids=tuple(slot.excluded_action_ids),
+                baseline_action_id=slot.baseline_action_id,
+            )
+            for slot in request.slots
+        ],
+        candidates=[ProtoCandidate(action) for action in request.actions],
+        context=feature_groups(request.context),
+        event_id=request.event_id,
+        subject_id=request.subject_id,
+        defer_activation=request.defer_activation,
+        channel=request.channel,
+        deadline=deadline,
+    )
+
+
+def rank_slots_response(output: RankSlotsOutput) -> decision_pb.RankSlotsResponse:
+    response = decision_pb.RankSlotsResponse(
+        event_id=output.event_id,
+        model_version=output.model_version,
+        fallback=bool(output.fallback_reason),
+        fallback_reason=output.fallback_reason,
+    )
+    for slot in output.slots:
+        ranked = response.slots.add(slot_id=slot.slot_id, action_id=slot.action_id)
+        for action_id, probability in slot.ranking:
+            ranked.ranking.add(action_id=action_id, probability=probability)
+    return response
 
 
 def rank_response(output: RankOutput) -> decision_pb.RankResponse:
@@ -610,7 +648,7 @@ def exposure_pb(exposure: Exposure, now_ms: int) -> feature_pb.Exposure:
         decision_point=exposure.decision_point,
         action_id=exposure.action_id,
         channel=exposure.channel,
-        event_id=exposure.event_id,
+        event_id=exposure.event_id.partition(SLOT_SEPARATOR)[0],  # a RankSlots slot: the event it belongs to
         shown_time=_timestamp(exposure.shown_ms),
         outcome=_OUTCOMES[outcome],
     )

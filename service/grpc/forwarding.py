@@ -85,6 +85,11 @@ class ForwardingDecisionServicer(decision_service_pb2_grpc.DecisionServiceServic
         except grpc.aio.AioRpcError as err:
             await context.abort(err.code(), err.details() or "", trailing_metadata=tuple(err.trailing_metadata() or ()))
 
+    @rpc("RankSlots")
+    async def RankSlots(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        # Passed through: the learning process owns the namespace table, which a slot's first use extends.
+        return await forward(self.primary.RankSlots, request, context)
+
     @rpc("Reward")
     async def Reward(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return await forward(self.primary.Reward, request, context)

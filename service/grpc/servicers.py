@@ -166,9 +166,18 @@ class DecisionServicer(_Base, decision_grpc.DecisionServiceServicer):
         async for item in requests:
             yield rank_stream_response(self.plane, item.request)
 
+    @rpc("RankSlots")
+    async def RankSlots(self, request: decision_pb.RankSlotsRequest, context: grpc.aio.ServicerContext) -> Any:
+        output = self.plane.rank_slots(converters.rank_slots_input(request, rank_deadline(context)))
+        versions = [("kairos-version", VERSION)]
+        if output.model_version:
+            versions.append(("kairos-model-version", output.model_version))
+        context.set_trailing_metadata(tuple(versions))
+        return converters.rank_slots_response(output)
+
     @rpc("Reward")
     async def Reward(self, request: decision_pb.RewardRequest, context: grpc.aio.ServicerContext) -> Any:
-        self.plane.reward(request.decision_point, request.event_id, request.value, request.reward_id)
+        self.plane.reward(request.decision_point, request.event_id, request.value, request.reward_id, request.slot_id)
         return decision_pb.RewardResponse()
 
     @rpc("Activate")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from service.domain import Decision
+from service.domain import SLOT_SEPARATOR, Decision
 
 # A logged probability below this is refused when reading logs: 1/p weights beyond 10^6 make any estimate
 # meaningless, and VW's own floor would silently change the label.
@@ -85,6 +85,7 @@ def event_json(
 ) -> dict[str, Any]:
     """One closed decision as a DSJSON event."""
     return logged_event(
+        slot_id=decision.slot_id,
         event_id=decision.event_id,
         ranked_at_ms=decision.ranked_at_ms,
         shared=decision.shared,
@@ -116,6 +117,7 @@ def logged_event(
     reward: float,
     default_reward: bool,
     reward_range: tuple[float, float] | None,
+    slot_id: str = "",
 ) -> dict[str, Any]:
     """A DSJSON event from VW text lines: ``order`` ranks indices into the actions (the shown one first),
     ``probabilities`` are per action in action order."""
@@ -140,6 +142,9 @@ def logged_event(
             "reward_range": list(reward_range) if reward_range else None,
             "default_reward": default_reward,
             "model_version": model_version,
+            # A RankSlots slot: exported as a decision of its own (EventId is the event id, a US character and
+            # the slot's position); these say which event and slot.
+            **({"event_id": event_id.partition(SLOT_SEPARATOR)[0], "slot_id": slot_id} if slot_id else {}),
         },
     }
 

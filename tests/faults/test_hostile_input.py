@@ -74,3 +74,27 @@ def test_non_finite_and_huge_numbers_are_refused(server: RunningServer) -> None:
     )
     assert len(response.ranking) == 2
     still_learning(server)
+
+
+@pytest.mark.parametrize("slot_id", ["a\nb|c:d", "shared", "x" * 300, "_slot", "\u202e", "e\x1f1"])
+def test_hostile_slots_never_break_a_page(server: RunningServer, slot_id: str) -> None:
+    """Hostile slot ids and slot features: a clear refusal or a page of distinct actions, never a crash,
+    and the model keeps learning."""
+    actions = [tpb.Action(id=name) for name in ["a\nb", "c|d", "e:f"]]
+    slots = [
+        dpb.Slot(id=slot_id, features=[group("slot|x", **{"new\nline": "x y|z"})]),
+        dpb.Slot(id="other", excluded_action_ids=["c|d", "nonexistent"]),
+    ]
+    try:
+        response = server.decisions.RankSlots(dpb.RankSlotsRequest(decision_point="demo", actions=actions, slots=slots))
+    except grpc.RpcError as err:
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and err.details()
+    else:
+        shown = [s.action_id for s in response.slots]
+        assert len(set(shown)) == 2 and set(shown) <= {"a\nb", "c|d", "e:f"} and shown[1] != "c|d"
+        # "other" may show what the first slot left of the two actions it does not exclude.
+        assert [len(s.ranking) for s in response.slots] == [3, 2 if shown[0] == "c|d" else 1]
+        server.decisions.Reward(
+            dpb.RewardRequest(decision_point="demo", event_id=response.event_id, slot_id=slot_id, value=1.0)
+        )
+    still_learning(server)

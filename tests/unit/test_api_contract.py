@@ -44,4 +44,5 @@ def test_contract_field_numbers() -> None:
         "event_id": 2,
         "value": 3,
         "reward_id": 4,
+        "slot_id": 40,
     }

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from service._pb.kairos.v1 import types_pb2 as kairos_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n kairos/v1/decision_service.proto\x12\tkairos.v1\x1a\x15kairos/v1/types.proto\"\xfd\x01\n\x0bRankRequest\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12(\n\x07\x63ontext\x18\x04 \x03(\x0b\x32\x17.kairos.v1.FeatureGroup\x12\"\n\x07\x61\x63tions\x18\x05 \x03(\x0b\x32\x11.kairos.v1.Action\x12\x1b\n\x13\x65xcluded_action_ids\x18\x06 \x03(\t\x12\x18\n\x10\x64\x65\x66\x65r_activation\x18\x07 \x01(\x08\x12\x1a\n\x12\x62\x61seline_action_id\x18\x08 \x01(\t\x12\x0f\n\x07\x63hannel\x18\t \x01(\t\"6\n\x0cRankedAction\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"\xb4\x01\n\x0cRankResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12(\n\x07ranking\x18\x02 \x03(\x0b\x32\x17.kairos.v1.RankedAction\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x10\n\x08\x66\x61llback\x18\x1e \x01(\x08\x12\x17\n\x0f\x66\x61llback_reason\x18\x1f \x01(\t\x12&\n\tserved_by\x18\x14 \x01(\x0e\x32\x13.kairos.v1.ServedBy\"[\n\rRewardRequest\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x11\n\treward_id\x18\x04 \x01(\t\"\x10\n\x0eRewardResponse\";\n\x0f\x41\x63tivateRequest\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"\x12\n\x10\x41\x63tivateResponse\"<\n\x11RankStreamRequest\x12\'\n\x07request\x18\x01 \x01(\x0b\x32\x16.kairos.v1.RankRequest\"\x94\x01\n\x12RankStreamResponse\x12)\n\x08response\x18\x01 \x01(\x0b\x32\x17.kairos.v1.RankResponse\x12\x12\n\nerror_code\x18\x02 \x01(\x05\x12\x14\n\x0c\x65rror_reason\x18\x03 \x01(\t\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x12\n\nsubject_id\x18\x05 \x01(\t*\x90\x01\n\x08ServedBy\x12\x19\n\x15SERVED_BY_UNSPECIFIED\x10\x00\x12\x13\n\x0fSERVED_BY_MODEL\x10\x01\x12\x16\n\x12SERVED_BY_BASELINE\x10\x02\x12\x1e\n\x1aSERVED_BY_HOLDOUT_BASELINE\x10\x03\x12\x1c\n\x18SERVED_BY_HOLDOUT_RANDOM\x10\x04\x32\x9d\x02\n\x0f\x44\x65\x63isionService\x12\x37\n\x04Rank\x12\x16.kairos.v1.RankRequest\x1a\x17.kairos.v1.RankResponse\x12=\n\x06Reward\x12\x18.kairos.v1.RewardRequest\x1a\x19.kairos.v1.RewardResponse\x12\x43\n\x08\x41\x63tivate\x12\x1a.kairos.v1.ActivateRequest\x1a\x1b.kairos.v1.ActivateResponse\x12M\n\nRankStream\x12\x1c.kairos.v1.RankStreamRequest\x1a\x1d.kairos.v1.RankStreamResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n kairos/v1/decision_service.proto\x12\tkairos.v1\x1a\x15kairos/v1/types.proto\"\xfd\x01\n\x0bRankRequest\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12(\n\x07\x63ontext\x18\x04 \x03(\x0b\x32\x17.kairos.v1.FeatureGroup\x12\"\n\x07\x61\x63tions\x18\x05 \x03(\x0b\x32\x11.kairos.v1.Action\x12\x1b\n\x13\x65xcluded_action_ids\x18\x06 \x03(\t\x12\x18\n\x10\x64\x65\x66\x65r_activation\x18\x07 \x01(\x08\x12\x1a\n\x12\x62\x61seline_action_id\x18\x08 \x01(\t\x12\x0f\n\x07\x63hannel\x18\t \x01(\t\"6\n\x0cRankedAction\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"\xb4\x01\n\x0cRankResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12(\n\x07ranking\x18\x02 \x03(\x0b\x32\x17.kairos.v1.RankedAction\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x10\n\x08\x66\x61llback\x18\x1e \x01(\x08\x12\x17\n\x0f\x66\x61llback_reason\x18\x1f \x01(\t\x12&\n\tserved_by\x18\x14 \x01(\x0e\x32\x13.kairos.v1.ServedBy\"l\n\rRewardRequest\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x11\n\treward_id\x18\x04 \x01(\t\x12\x0f\n\x07slot_id\x18( \x01(\t\"\x10\n\x0eRewardResponse\";\n\x0f\x41\x63tivateRequest\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"\x12\n\x10\x41\x63tivateResponse\"<\n\x11RankStreamRequest\x12\'\n\x07request\x18\x01 \x01(\x0b\x32\x16.kairos.v1.RankRequest\"\x94\x01\n\x12RankStreamResponse\x12)\n\x08response\x18\x01 \x01(\x0b\x32\x17.kairos.v1.RankResponse\x12\x12\n\nerror_code\x18\x02 \x01(\x05\x12\x14\n\x0c\x65rror_reason\x18\x03 \x01(\t\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x12\n\nsubject_id\x18\x05 \x01(\t\"v\n\x04Slot\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x17.kairos.v1.FeatureGroup\x12\x1b\n\x13\x65xcluded_action_ids\x18\x03 \x03(\t\x12\x1a\n\x12\x62\x61seline_action_id\x18\x04 \x01(\t\"\xe9\x01\n\x10RankSlotsRequest\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12(\n\x07\x63ontext\x18\x04 \x03(\x0b\x32\x17.kairos.v1.FeatureGroup\x12\"\n\x07\x61\x63tions\x18\x05 \x03(\x0b\x32\x11.kairos.v1.Action\x12\x1e\n\x05slots\x18\x06 \x03(\x0b\x32\x0f.kairos.v1.Slot\x12\x18\n\x10\x64\x65\x66\x65r_activation\x18\x07 \x01(\x08\x12\x0f\n\x07\x63hannel\x18\x08 \x01(\t\"Z\n\nRankedSlot\x12\x0f\n\x07slot_id\x18\x01 \x01(\t\x12\x11\n\taction_id\x18\x02 \x01(\t\x12(\n\x07ranking\x18\x03 \x03(\x0b\x32\x17.kairos.v1.RankedAction\"\x8d\x01\n\x11RankSlotsResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12$\n\x05slots\x18\x02 \x03(\x0b\x32\x15.kairos.v1.RankedSlot\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x10\n\x08\x66\x61llback\x18\x04 \x01(\x08\x12\x17\n\x0f\x66\x61llback_reason\x18\x05 \x01(\t*\x90\x01\n\x08ServedBy\x12\x19\n\x15SERVED_BY_UNSPECIFIED\x10\x00\x12\x13\n\x0fSERVED_BY_MODEL\x10\x01\x12\x16\n\x12SERVED_BY_BASELINE\x10\x02\x12\x1e\n\x1aSERVED_BY_HOLDOUT_BASELINE\x10\x03\x12\x1c\n\x18SERVED_BY_HOLDOUT_RANDOM\x10\x04\x32\xe5\x02\n\x0f\x44\x65\x63isionService\x12\x37\n\x04Rank\x12\x16.kairos.v1.RankRequest\x1a\x17.kairos.v1.RankResponse\x12=\n\x06Reward\x12\x18.kairos.v1.RewardRequest\x1a\x19.kairos.v1.RewardResponse\x12\x43\n\x08\x41\x63tivate\x12\x1a.kairos.v1.ActivateRequest\x1a\x1b.kairos.v1.ActivateResponse\x12M\n\nRankStream\x12\x1c.kairos.v1.RankStreamRequest\x1a\x1d.kairos.v1.RankStreamResponse(\x01\x30\x01\x12\x46\n\tRankSlots\x12\x1b.kairos.v1.RankSlotsRequest\x1a\x1c.kairos.v1.RankSlotsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kairos.v1.decision_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SERVEDBY']._serialized_start=971
-  _globals['_SERVEDBY']._serialized_end=1115
+  _globals['_SERVEDBY']._serialized_start=1580
+  _globals['_SERVEDBY']._serialized_end=1724
   _globals['_RANKREQUEST']._serialized_start=71
   _globals['_RANKREQUEST']._serialized_end=324
   _globals['_RANKEDACTION']._serialized_start=326
@@ -41,17 +41,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RANKRESPONSE']._serialized_start=383
   _globals['_RANKRESPONSE']._serialized_end=563
   _globals['_REWARDREQUEST']._serialized_start=565
-  _globals['_REWARDREQUEST']._serialized_end=656
-  _globals['_REWARDRESPONSE']._serialized_start=658
-  _globals['_REWARDRESPONSE']._serialized_end=674
-  _globals['_ACTIVATEREQUEST']._serialized_start=676
-  _globals['_ACTIVATEREQUEST']._serialized_end=735
-  _globals['_ACTIVATERESPONSE']._serialized_start=737
-  _globals['_ACTIVATERESPONSE']._serialized_end=755
-  _globals['_RANKSTREAMREQUEST']._serialized_start=757
-  _globals['_RANKSTREAMREQUEST']._serialized_end=817
-  _globals['_RANKSTREAMRESPONSE']._serialized_start=820
-  _globals['_RANKSTREAMRESPONSE']._serialized_end=968
-  _globals['_DECISIONSERVICE']._serialized_start=1118
-  _globals['_DECISIONSERVICE']._serialized_end=1403
+  _globals['_REWARDREQUEST']._serialized_end=673
+  _globals['_REWARDRESPONSE']._serialized_start=675
+  _globals['_REWARDRESPONSE']._serialized_end=691
+  _globals['_ACTIVATEREQUEST']._serialized_start=693
+  _globals['_ACTIVATEREQUEST']._serialized_end=752
+  _globals['_ACTIVATERESPONSE']._serialized_start=754
+  _globals['_ACTIVATERESPONSE']._serialized_end=772
+  _globals['_RANKSTREAMREQUEST']._serialized_start=774
+  _globals['_RANKSTREAMREQUEST']._serialized_end=834
+  _globals['_RANKSTREAMRESPONSE']._serialized_start=837
+  _globals['_RANKSTREAMRESPONSE']._serialized_end=985
+  _globals['_SLOT']._serialized_start=987
+  _globals['_SLOT']._serialized_end=1105
+  _globals['_RANKSLOTSREQUEST']._serialized_start=1108
+  _globals['_RANKSLOTSREQUEST']._serialized_end=1341
+  _globals['_RANKEDSLOT']._serialized_start=1343
+  _globals['_RANKEDSLOT']._serialized_end=1433
+  _globals['_RANKSLOTSRESPONSE']._serialized_start=1436
+  _globals['_RANKSLOTSRESPONSE']._serialized_end=1577
+  _globals['_DECISIONSERVICE']._serialized_start=1727
+  _globals['_DECISIONSERVICE']._serialized_end=2084
 # @@protoc_insertion_point(module_scope)

@@ -185,12 +185,15 @@ class RewardRequest(_message.Message):
     EVENT_ID_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
     REWARD_ID_FIELD_NUMBER: _builtins.int
+    SLOT_ID_FIELD_NUMBER: _builtins.int
     decision_point: _builtins.str
     event_id: _builtins.str
     value: _builtins.float
     """Finite and inside the decision point's reward range."""
     reward_id: _builtins.str
     """Optional; makes a retried reward count once (SUM aggregation)."""
+    slot_id: _builtins.str
+    """The slot the reward is for: required for an event ranked by RankSlots, empty for one ranked by Rank."""
     def __init__(
         self,
         *,
@@ -198,10 +201,11 @@ class RewardRequest(_message.Message):
         event_id: _builtins.str = ...,
         value: _builtins.float = ...,
         reward_id: _builtins.str = ...,
+        slot_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_point", b"decision_point", "event_id", b"event_id", "reward_id", b"reward_id", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_point", b"decision_point", "event_id", b"event_id", "reward_id", b"reward_id", "slot_id", b"slot_id", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -314,3 +318,172 @@ class RankStreamResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RankStreamResponse: _TypeAlias = RankStreamResponse  # noqa: Y015
+
+@_typing.final
+class Slot(_message.Message):
+    """A place on the page that shows one action."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
+    EXCLUDED_ACTION_IDS_FIELD_NUMBER: _builtins.int
+    BASELINE_ACTION_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Required, unique in the request, printable UTF-8 up to 256 bytes. A feature of the slot's decision
+    (namespace `_slot`), so the model can learn what works where.
+    """
+    baseline_action_id: _builtins.str
+    """Optional: what the existing system would show here; one of the actions, not excluded by this slot,
+    and different for every slot. The fallback ranking shows it.
+    """
+    @_builtins.property
+    def features(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.FeatureGroup]:
+        """Features of the slot (size, position, layout); they join the context of this slot's decision."""
+
+    @_builtins.property
+    def excluded_action_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Actions this slot must not show."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        features: _abc.Iterable[_types_pb2.FeatureGroup] | None = ...,
+        excluded_action_ids: _abc.Iterable[_builtins.str] | None = ...,
+        baseline_action_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline_action_id", b"baseline_action_id", "excluded_action_ids", b"excluded_action_ids", "features", b"features", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Slot: _TypeAlias = Slot  # noqa: Y015
+
+@_typing.final
+class RankSlotsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_POINT_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
+    ACTIONS_FIELD_NUMBER: _builtins.int
+    SLOTS_FIELD_NUMBER: _builtins.int
+    DEFER_ACTIVATION_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    decision_point: _builtins.str
+    event_id: _builtins.str
+    """Optional, any UTF-8 up to 256 bytes; generated when empty. A retry with the same id returns the
+    stored answer. Not shared with Rank: an event id belongs to one Rank or one RankSlots.
+    """
+    subject_id: _builtins.str
+    """Optional; the subject's stored profile joins the context, and the contact rules apply."""
+    defer_activation: _builtins.bool
+    """Learn from this event only after Activate (which activates every slot)."""
+    channel: _builtins.str
+    """The touchpoint (web, app, email, call_center, ...); a context feature."""
+    @_builtins.property
+    def context(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.FeatureGroup]: ...
+    @_builtins.property
+    def actions(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.Action]:
+        """Candidates, each id once; when empty, the decision point's catalog."""
+
+    @_builtins.property
+    def slots(self) -> _containers.RepeatedCompositeFieldContainer[Global___Slot]:
+        """Filled in this order: each slot chooses among the actions the slots before it did not take. At most
+        as many slots as eligible actions, and at most 50.
+        """
+
+    def __init__(
+        self,
+        *,
+        decision_point: _builtins.str = ...,
+        event_id: _builtins.str = ...,
+        subject_id: _builtins.str = ...,
+        context: _abc.Iterable[_types_pb2.FeatureGroup] | None = ...,
+        actions: _abc.Iterable[_types_pb2.Action] | None = ...,
+        slots: _abc.Iterable[Global___Slot] | None = ...,
+        defer_activation: _builtins.bool = ...,
+        channel: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "channel", b"channel", "context", b"context", "decision_point", b"decision_point", "defer_activation", b"defer_activation", "event_id", b"event_id", "slots", b"slots", "subject_id", b"subject_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RankSlotsRequest: _TypeAlias = RankSlotsRequest  # noqa: Y015
+
+@_typing.final
+class RankedSlot(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLOT_ID_FIELD_NUMBER: _builtins.int
+    ACTION_ID_FIELD_NUMBER: _builtins.int
+    RANKING_FIELD_NUMBER: _builtins.int
+    slot_id: _builtins.str
+    action_id: _builtins.str
+    """The action to show in this slot; empty when every action the slot could take went to an earlier
+    slot (possible only when slots exclude actions).
+    """
+    @_builtins.property
+    def ranking(self) -> _containers.RepeatedCompositeFieldContainer[Global___RankedAction]:
+        """The slot's ranking of the actions it could take (ranking[0] is action_id), with the probability
+        with which the policy would have shown each in this slot.
+        """
+
+    def __init__(
+        self,
+        *,
+        slot_id: _builtins.str = ...,
+        action_id: _builtins.str = ...,
+        ranking: _abc.Iterable[Global___RankedAction] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "ranking", b"ranking", "slot_id", b"slot_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RankedSlot: _TypeAlias = RankedSlot  # noqa: Y015
+
+@_typing.final
+class RankSlotsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    SLOTS_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    FALLBACK_FIELD_NUMBER: _builtins.int
+    FALLBACK_REASON_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    model_version: _builtins.str
+    """The model that answered: "<generation>.<learned events>"."""
+    fallback: _builtins.bool
+    """True when the model did not answer (see RankResponse.fallback): each slot shows its baseline action
+    if still free, else the first free action in the order sent. Such an event is never learned.
+    """
+    fallback_reason: _builtins.str
+    """MODEL_NOT_LOADED, MODEL_ERROR or DEADLINE."""
+    @_builtins.property
+    def slots(self) -> _containers.RepeatedCompositeFieldContainer[Global___RankedSlot]:
+        """One per requested slot, in request order."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        slots: _abc.Iterable[Global___RankedSlot] | None = ...,
+        model_version: _builtins.str = ...,
+        fallback: _builtins.bool = ...,
+        fallback_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "fallback", b"fallback", "fallback_reason", b"fallback_reason", "model_version", b"model_version", "slots", b"slots"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RankSlotsResponse: _TypeAlias = RankSlotsResponse  # noqa: Y015

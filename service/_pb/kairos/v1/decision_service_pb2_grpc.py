@@ -55,6 +55,11 @@ class DecisionServiceStub:
                 request_serializer=kairos_dot_v1_dot_decision__service__pb2.RankStreamRequest.SerializeToString,
                 response_deserializer=kairos_dot_v1_dot_decision__service__pb2.RankStreamResponse.FromString,
                 _registered_method=True)
+        self.RankSlots = channel.unary_unary(
+                '/kairos.v1.DecisionService/RankSlots',
+                request_serializer=kairos_dot_v1_dot_decision__service__pb2.RankSlotsRequest.SerializeToString,
+                response_deserializer=kairos_dot_v1_dot_decision__service__pb2.RankSlotsResponse.FromString,
+                _registered_method=True)
 
 
 class DecisionServiceServicer:
@@ -90,6 +95,14 @@ class DecisionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RankSlots(self, request, context):
+        """Fill several slots (a page's hero, sidebar and footer, a carousel) with different actions, one per
+        slot, in slot order. Each slot is learned on its own: reward it with RewardRequest.slot_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DecisionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +125,11 @@ def add_DecisionServiceServicer_to_server(servicer, server):
                     servicer.RankStream,
                     request_deserializer=kairos_dot_v1_dot_decision__service__pb2.RankStreamRequest.FromString,
                     response_serializer=kairos_dot_v1_dot_decision__service__pb2.RankStreamResponse.SerializeToString,
+            ),
+            'RankSlots': grpc.unary_unary_rpc_method_handler(
+                    servicer.RankSlots,
+                    request_deserializer=kairos_dot_v1_dot_decision__service__pb2.RankSlotsRequest.FromString,
+                    response_serializer=kairos_dot_v1_dot_decision__service__pb2.RankSlotsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +241,33 @@ class DecisionService:
             '/kairos.v1.DecisionService/RankStream',
             kairos_dot_v1_dot_decision__service__pb2.RankStreamRequest.SerializeToString,
             kairos_dot_v1_dot_decision__service__pb2.RankStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RankSlots(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kairos.v1.DecisionService/RankSlots',
+            kairos_dot_v1_dot_decision__service__pb2.RankSlotsRequest.SerializeToString,
+            kairos_dot_v1_dot_decision__service__pb2.RankSlotsResponse.FromString,
             options,
             channel_credentials,
             insecure,

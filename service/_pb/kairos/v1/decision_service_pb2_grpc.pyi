@@ -43,6 +43,10 @@ class DecisionServiceStub:
     """Rank many requests over one stream (outbound campaigns): one response per request, in order.
     A request that fails gets its error in its response, and the stream goes on.
     """
+    RankSlots: _grpc.UnaryUnaryMultiCallable[_decision_service_pb2.RankSlotsRequest, _decision_service_pb2.RankSlotsResponse]
+    """Fill several slots (a page's hero, sidebar and footer, a carousel) with different actions, one per
+    slot, in slot order. Each slot is learned on its own: reward it with RewardRequest.slot_id.
+    """
 
 @_typing.type_check_only
 class DecisionServiceAsyncStub(DecisionServiceStub):
@@ -58,6 +62,10 @@ class DecisionServiceAsyncStub(DecisionServiceStub):
     RankStream: _aio.StreamStreamMultiCallable[_decision_service_pb2.RankStreamRequest, _decision_service_pb2.RankStreamResponse]  # type: ignore[assignment]
     """Rank many requests over one stream (outbound campaigns): one response per request, in order.
     A request that fails gets its error in its response, and the stream goes on.
+    """
+    RankSlots: _aio.UnaryUnaryMultiCallable[_decision_service_pb2.RankSlotsRequest, _decision_service_pb2.RankSlotsResponse]  # type: ignore[assignment]
+    """Fill several slots (a page's hero, sidebar and footer, a carousel) with different actions, one per
+    slot, in slot order. Each slot is learned on its own: reward it with RewardRequest.slot_id.
     """
 
 class DecisionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -95,6 +103,16 @@ class DecisionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_decision_service_pb2.RankStreamResponse], _abc.AsyncIterator[_decision_service_pb2.RankStreamResponse]]:
         """Rank many requests over one stream (outbound campaigns): one response per request, in order.
         A request that fails gets its error in its response, and the stream goes on.
+        """
+
+    @_abc_1.abstractmethod
+    def RankSlots(
+        self,
+        request: _decision_service_pb2.RankSlotsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_decision_service_pb2.RankSlotsResponse, _abc.Awaitable[_decision_service_pb2.RankSlotsResponse]]:
+        """Fill several slots (a page's hero, sidebar and footer, a carousel) with different actions, one per
+        slot, in slot order. Each slot is learned on its own: reward it with RewardRequest.slot_id.
         """
 
 def add_DecisionServiceServicer_to_server(servicer: DecisionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
