@@ -41,8 +41,8 @@ def test_snips_moves_with_a_shift_of_rewards(
     rows: list[tuple[float, float, float, float, float]], shift: float
 ) -> None:
     r, p, pi, _, _ = _columns(rows)
-    if sum(pi) == 0:
-        return
+    if sum(t / q for t, q in zip(pi, p, strict=True)) == 0:  # no weight (a subnormal pi / p is 0 too):
+        return  # the estimate is the middle of the range, whatever the rewards
     base = estimators.snips(r, p, pi, reward_range=(-1.0, 1.0), resamples=200)
     moved = estimators.snips([x + shift for x in r], p, pi, reward_range=(-1.5, 1.5), resamples=200)
     assert abs(moved.value - (base.value + shift)) < 1e-9
