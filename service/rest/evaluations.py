@@ -24,6 +24,7 @@ import structlog
 from policies.learner_options import LearnerOptions
 from service.domain import DecisionPointRecord
 from service.errors import Code, KairosError, invalid, not_found
+from service.grpc.errors import without_paths
 from service.offline import evaluate as evaluator
 from service.offline import spec as specs
 from service.offline.dsjson import iso_timestamp, parse_timestamp
@@ -109,7 +110,7 @@ class EvaluationJobs:
                 )
             except (evaluator.EvaluationError, KairosError, OSError, ValueError) as err:
                 message = err.message if isinstance(err, KairosError) else str(err)
-                self._finish(path, FAILED, description=message.replace(tempfile.gettempdir(), "<logs>"))
+                self._finish(path, FAILED, description=without_paths(message))
                 return
             except Exception:
                 log.exception("evaluation_failed", decision_point=decision_point, evaluation=evaluation_id)
@@ -196,7 +197,10 @@ def _evaluate(pages: Any, candidates: list[evaluator.Candidate], bounds: tuple[f
         with logs.open("w") as out:
             for page in pages:
                 out.writelines(line + "\n" for line in page)
-        return evaluator.evaluate(logs, candidates, reward_range=bounds)
+        try:
+            return evaluator.evaluate(logs, candidates, reward_range=bounds)
+        except evaluator.EvaluationError as err:
+            raise evaluator.EvaluationError(str(err).replace(str(logs), "the logged decisions")) from None
 
 
 def _content(results: evaluator.Evaluation, sources: dict[str, str], since: int, until: int) -> dict[str, Any]:
