@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import re
 import time
 import urllib.error
 import urllib.request
@@ -378,3 +379,13 @@ def test_the_subscription_key_is_a_kairos_token_with_scopes(
     assert status == 401 and body["error"]["innerError"]["code"] == "MISSING_TOKEN"
     with urllib.request.urlopen(f"{rest.base}/healthz", timeout=5) as health:
         assert health.status == 200  # health stays open
+
+
+def test_the_readme_example_runs(rest: Rest) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    code = re.search(r"## Coming from Personalizer.*?```python\n(.*?)```", readme, re.S)
+    assert code is not None
+    before = rest.stats("demo")
+    exec(code.group(1).replace("http://localhost:8080", rest.base), {})
+    after = rest.stats("demo")
+    assert (after.ranks - before.ranks, after.rewards - before.rewards) == (1, 1)
