@@ -91,7 +91,9 @@ async def serve(settings: Settings, declared: list[DecisionPointConfig]) -> None
     server, health_servicer, port = grpc_server.build(settings, servicers, address=address, interceptors=interceptors)
     public_port = (settings.port or _free_port(settings.host)) if pooled else port
     jobs = EvaluationJobs(plane, settings.data_dir / "evaluations", configuration.learner_from_arguments)
-    api = PersonalizerApi(plane, audit, table, lambda: ready, rpc_metrics, jobs, settings.retention_days)
+    api = PersonalizerApi(
+        plane, audit, table, lambda: ready, rpc_metrics, jobs, settings.retention_days, settings.rpc_log_sample
+    )
     http = HttpServer(plane, rpc_metrics, lambda: ready, api, settings.max_message_bytes)
     http_port = await http.start(settings.host, settings.http_port) if settings.http_port else None
     await grpc_server.set_serving(health_servicer, False)

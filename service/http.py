@@ -193,10 +193,8 @@ async def _json_errors(
     except web.HTTPException as error:
         if not request.path.startswith("/dp/") or error.status < 400:
             raise
-        hint = "see the Personalizer API routes in the README" if error.status in (404, 405) else error.reason
-        body = error_body(
-            error.reason.replace(" ", ""), f"{request.method} {request.path}: {error.reason}; {hint}", "NO_ROUTE"
-        )
+        message = f"{error.reason}: no such Personalizer route or method (the README lists them)"
+        body = error_body(error.reason.replace(" ", ""), message, "NO_ROUTE")
         return web.json_response(body, status=error.status)
 
 

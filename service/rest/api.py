@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -91,9 +92,12 @@ class PersonalizerApi:
         metrics: RpcMetrics,
         jobs: EvaluationJobs,
         retention_days: float,
+        log_sample: float = 1.0,
     ) -> None:
         self.plane, self.audit, self.table, self.ready = plane, audit, table, ready
         self.metrics, self.jobs, self.retention_days = metrics, jobs, retention_days
+        self.log_sample = log_sample  # share of successful calls that get a log line, as for gRPC
+        self._random = random.Random()
 
     def add_routes(self, app: web.Application) -> None:
         for prefix in PREFIXES:
@@ -112,7 +116,20 @@ class PersonalizerApi:
                 response = await self._answer(route, request)
             finally:
                 self.metrics.in_flight -= 1
-            self.metrics.observe(name, str(response.status), time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self.metrics.observe(name, str(response.status), seconds)
+            if response.status >= 400 or self.log_sample >= 1.0 or self._random.random() < self.log_sample:
+                principal = request.get("principal")
+                log.info(
+                    "rest",
+                    route=name,
+                    decision_point=request.match_info.get("dp"),
+                    event_id=request.match_info.get("event_id"),
+                    status=response.status,
+                    ms=round(seconds * 1000, 3),
+                    peer=request.remote,
+                    caller=principal.name if principal else None,
+                )
             return response
 
         return handle

@@ -62,7 +62,11 @@ class EvaluationJobs:
     def _interrupted(self) -> None:
         """Records left Running by a stopped process will never finish: mark them Failed."""
         for path in self.root.glob("*/*.json"):
-            record = json.loads(path.read_text())
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError) as err:
+                log.warning("evaluation_record_unreadable", file=path.name, error=str(err))
+                continue
             if record.get("status") == RUNNING:
                 record["status"] = FAILED
                 record["description"] = "interrupted by a restart of Kairos; create it again"
