@@ -215,7 +215,7 @@ class HttpServer:
         self.app.router.add_get("/metrics", self._metrics)
         self.app.router.add_get("/healthz", self._healthz)
         if api is not None:
-            api.add_routes(self.app)
+            api.add_routes(self.app, max_body_bytes)
         self._runner: web.AppRunner | None = None
 
     async def start(self, host: str, port: int) -> int:

@@ -28,6 +28,12 @@ DELETE model                                 204     ResetModel
 GET    model/properties                      200     checkpoint times of the current model
 =====  ====================================  ======  ==========================================
 
+Recorded from both SDKs: JSON bodies (``Content-Type: application/json``; the model's PUT sends
+``application/octet-stream``), the key in ``Ocp-Apim-Subscription-Key``. Query parameters besides
+``api-version``: ``evaluations/{id}`` GET sends ``startTime``, ``endTime`` (and optionally
+``intervalInMinutes``, ``window``: the whole result is returned whatever they say), ``evaluations`` GET
+``top``, ``skip`` (honoured) and ``filter`` (ignored), ``model`` GET ``signed`` (ignored).
+
 Rank, reward and activate need a token with the ``serve`` scope, the rest ``admin`` (when
 authentication is on), sent as ``Ocp-Apim-Subscription-Key`` or ``Authorization: Bearer``.
 """
@@ -98,8 +104,10 @@ class PersonalizerApi:
         self.metrics, self.jobs, self.retention_days = metrics, jobs, retention_days
         self.log_sample = log_sample  # share of successful calls that get a log line, as for gRPC
         self._random = random.Random()
+        self.max_body_bytes = 0  # set by add_routes, for the 413 message
 
-    def add_routes(self, app: web.Application) -> None:
+    def add_routes(self, app: web.Application, max_body_bytes: int) -> None:
+        self.max_body_bytes = max_body_bytes
         for prefix in PREFIXES:
             for route in ROUTES:
                 app.router.add_route(route.method, prefix + route.path, self._endpoint(route))
@@ -147,7 +155,7 @@ class PersonalizerApi:
                 413,
                 error_body(
                     "PayloadTooLarge",
-                    f"the request body is larger than {request.app._client_max_size} bytes (max_message_bytes)",
+                    f"the request body is larger than {self.max_body_bytes} bytes (max_message_bytes)",
                     "REQUEST_TOO_LARGE",
                 ),
             )
