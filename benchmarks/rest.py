@@ -27,7 +27,7 @@ import aiohttp
 import grpc
 import numpy as np
 
-from benchmarks import load
+from benchmarks import load, workload
 from service._pb.kairos.v1 import decision_service_pb2 as dpb
 from service._pb.kairos.v1 import types_pb2 as tpb
 
@@ -93,9 +93,9 @@ def percentiles(latencies: list[float]) -> dict[str, float | None]:
 
 
 async def measure(args: argparse.Namespace, grpc_port: int, http_port: int) -> dict[str, Any]:
-    requests = load.build_rank_requests(args.seed, 200, args.actions, 500)
+    requests = workload.build_rank_requests(args.seed, 200, args.actions, 500)
     bodies = [personalizer_json(r) for r in requests]
-    url = f"http://127.0.0.1:{http_port}/dp/{load.DECISION_POINT}/personalizer/rank?api-version=2022-09-01-preview"
+    url = f"http://127.0.0.1:{http_port}/dp/{workload.DECISION_POINT}/personalizer/rank?api-version=2022-09-01-preview"
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}")
     rank = channel.unary_unary(load.RANK_METHOD, request_serializer=None, response_deserializer=None)
     connector = aiohttp.TCPConnector(limit=args.connections)
