@@ -13,7 +13,7 @@ from typing import Any
 
 from policies.features import RESERVED_NAMESPACES
 from policies.learner_options import ALL_PAIRS, Explorer, ExplorerKind, LearnerOptions, OptionsError
-from service.domain import DecisionPointConfig, DecisionPointRecord
+from service.domain import DecisionPointConfig, DecisionPointRecord, LearningMode
 from service.errors import invalid
 from service.offline import spec as specs
 
@@ -27,17 +27,27 @@ _TIMESPAN = re.compile(r"(?:(?P<days>\d+)\.)?(?P<hours>\d{1,2}):(?P<minutes>\d{2
 MODEL_EXPORT_FREQUENCY = "PT0S"  # every learned event changes the served model at once
 
 
-def learning_mode(value: Any) -> str:
-    """Kairos's learning mode for Personalizer's ``learningMode``; the one place that maps it."""
-    modes = {"online": "online"}
-    found = modes.get(str(value).lower()) if isinstance(value, str) else None
+# Personalizer's learning modes and Kairos's: the one place that maps them.
+LEARNING_MODES: dict[str, LearningMode] = {
+    "Online": "online",
+    "Apprentice": "apprentice",
+    "LoggingOnly": "logging_only",
+}
+
+
+def learning_mode(value: Any) -> LearningMode:
+    """Kairos's learning mode for Personalizer's ``learningMode`` (case-insensitive)."""
+    found = {k.lower(): v for k, v in LEARNING_MODES.items()}.get(value.lower()) if isinstance(value, str) else None
     if found is None:
         raise invalid(
             "LEARNING_MODE_UNSUPPORTED",
-            f"learningMode {value!r} is not supported; Kairos learns online ('Online'). "
-            "Apprentice and LoggingOnly are not available yet",
+            f"learningMode {str(value)[:40]!r} is not one of {', '.join(LEARNING_MODES)}",
         )
     return found
+
+
+def personalizer_learning_mode(mode: LearningMode) -> str:
+    return next(name for name, kairos in LEARNING_MODES.items() if kairos == mode)
 
 
 def parse_duration_ms(value: Any, field: str) -> int:
@@ -73,7 +83,7 @@ def service_configuration(config: DecisionPointConfig, retention_days: float) ->
         "modelExportFrequency": MODEL_EXPORT_FREQUENCY,
         "logRetentionDays": round(retention_days),
         "modelRetrainDays": 0,
-        "learningMode": "Online",
+        "learningMode": personalizer_learning_mode(config.learning_mode),
         "isAutoOptimizationEnabled": False,
         "logMirrorEnabled": False,
     }
@@ -114,8 +124,8 @@ def updated_config(current: DecisionPointConfig, body: Any, retention_days: floa
             f"logRetentionDays is {round(retention_days)} for every decision point of this server; change the "
             "server setting retention_days (KAIROS_RETENTION_DAYS) instead",
         )
-    if "learningMode" in body and body["learningMode"] is not None:
-        learning_mode(body["learningMode"])
+    if body.get("learningMode") is not None:
+        config = replace(config, learning_mode=learning_mode(body["learningMode"]))
     if body.get("isAutoOptimizationEnabled"):
         raise invalid(
             "AUTO_OPTIMIZATION_UNSUPPORTED",

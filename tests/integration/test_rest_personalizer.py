@@ -168,11 +168,27 @@ def test_service_configuration_round_trip(rest: Rest) -> None:
     assert dp.reward_aggregation == tpb.REWARD_AGGREGATION_SUM
 
     with pytest.raises(HttpResponseError) as caught:
-        admin.update_service_configuration({**shown, "learningMode": "Apprentice"})
+        admin.update_service_configuration({**shown, "learningMode": "Shadow"})
     assert caught.value.status_code == 400 and "learningMode" in str(caught.value)
     with pytest.raises(HttpResponseError) as caught:
         admin.update_service_configuration({**shown, "defaultReward": 5})  # outside the reward range
     assert caught.value.status_code == 400 and "default_reward" in str(caught.value)
+
+
+def test_apprentice_mode_serves_the_first_action_not_excluded_and_learns(rest: Rest) -> None:
+    rest.create("apprentice")
+    client, admin = rest.client("apprentice"), rest.admin("apprentice")
+    assert admin.update_service_configuration({"learningMode": "Apprentice"})["learningMode"] == "Apprentice"
+    dp = rest.server.admin.GetDecisionPoint(apb.GetDecisionPointRequest(name="apprentice"))
+    assert dp.learning_mode == tpb.LEARNING_MODE_APPRENTICE
+    for n in range(10):
+        answer = client.rank(
+            {"contextFeatures": context("gold"), "actions": actions("a", "b", "c"), "excludedActions": ["a"]}
+        )
+        assert answer["rewardActionId"] == "b", n  # Personalizer's baseline: the first action not excluded
+        client.reward(answer["eventId"], {"value": 1.0})
+    assert rest.stats("apprentice").learning_mode == tpb.LEARNING_MODE_APPRENTICE
+    assert admin.update_service_configuration({"learningMode": "Online"})["learningMode"] == "Online"
 
 
 def test_policy_round_trip_within_the_allow_list(rest: Rest) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from policies.features import NamespaceTable
 from policies.learner_options import ALL_PAIRS, Explorer, LearnerOptions
-from service.domain import DecisionPointConfig, DecisionPointRecord
+from service.domain import LEARNING_MODES, DecisionPointConfig, DecisionPointRecord
 from service.errors import KairosError
 from service.rest import configuration as cfg
 
@@ -30,11 +30,17 @@ def test_bad_durations_are_refused(text: object) -> None:
         cfg.parse_duration_ms(text, "rewardWaitTime")
 
 
-def test_learning_mode_online_only_for_now() -> None:
-    assert cfg.learning_mode("Online") == "online"
-    for mode in ("Apprentice", "LoggingOnly", 3):
+def test_learning_modes_map_both_ways() -> None:
+    assert [cfg.learning_mode(m) for m in ("Online", "apprentice", "LoggingOnly")] == [
+        "online",
+        "apprentice",
+        "logging_only",
+    ]
+    for mode in LEARNING_MODES:
+        assert cfg.learning_mode(cfg.personalizer_learning_mode(mode)) == mode
+    for bad in ("Shadow", "", 3):
         with pytest.raises(KairosError) as caught:
-            cfg.learning_mode(mode)
+            cfg.learning_mode(bad)
         assert caught.value.reason == "LEARNING_MODE_UNSUPPORTED"
 
 
@@ -43,8 +49,9 @@ def test_service_configuration_round_trips_and_maps_fields() -> None:
     shown = cfg.service_configuration(current, retention_days=30)
     assert cfg.updated_config(current, shown, 30) == current
     change = {"rewardWaitTime": "PT1M", "defaultReward": 0.25, "rewardAggregation": "sum", "explorationPercentage": 5}
-    changed = cfg.updated_config(current, {**shown, **change}, 30)
+    changed = cfg.updated_config(current, {**shown, **change, "learningMode": "Apprentice"}, 30)
     assert (changed.reward_wait_ms, changed.default_reward, changed.aggregation) == (60_000, 0.25, "sum")
+    assert changed.learning_mode == "apprentice"
     assert changed.learner.explorer.epsilon == pytest.approx(0.05)
 
 
@@ -54,7 +61,7 @@ def test_service_configuration_round_trips_and_maps_fields() -> None:
         ({"explorationPercentage": 5}, "EXPLORATION_PERCENTAGE_NEEDS_EPSILON"),  # square_cb has no percentage
         ({"logRetentionDays": 7}, "LOG_RETENTION_IS_SERVER_WIDE"),
         ({"isAutoOptimizationEnabled": True}, "AUTO_OPTIMIZATION_UNSUPPORTED"),
-        ({"learningMode": "Apprentice"}, "LEARNING_MODE_UNSUPPORTED"),
+        ({"learningMode": "Shadow"}, "LEARNING_MODE_UNSUPPORTED"),
         ({"rewardAggregation": "average"}, "INVALID_CONFIGURATION"),
         ({"defaultReward": "high"}, "INVALID_CONFIGURATION"),
     ],
