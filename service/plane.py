@@ -605,7 +605,7 @@ class DecisionPlane:
 
     def count(self, decision_point: str, counter: str) -> None:
         """Add one to a decision point's ``counter`` (one of models.COUNTER_NAMES), committed at once."""
-        state = self._state(decision_point)
+        state = self.state_of(decision_point)
         pending = _Pending()
         pending.deltas[counter] += 1
         self._commit(state, pending)
@@ -1058,7 +1058,7 @@ class DecisionPlane:
         """Delete up to ``limit`` of ``name``'s logged decisions whose windows have closed, in ranking order
         after the time key ``after_key``; returns the key to continue after, None when done. Open windows
         stay: their rewards still arrive and are learned."""
-        self._state(name)
+        self.state_of(name)
         with self.store.read() as txn:
             page = self.store.ranked_page(txn, after_key, NO_END, limit)
             gone = [
@@ -1081,7 +1081,7 @@ class DecisionPlane:
     def log_range(self, name: str, page_size: int = 10_000) -> tuple[int, int] | None:
         """When ``name``'s oldest and newest logged decisions were ranked (ms); None without any. Reads
         LMDB a page per short transaction, so a caller may run it on another thread."""
-        self._state(name)
+        self.state_of(name)
         first = last = None
         after = b""
         while True:
