@@ -22,6 +22,9 @@ from service.http import HttpServer
 from service.learning.loop import LearningLoop
 from service.metrics import RpcMetrics
 from service.plane import DecisionPlane, Limits
+from service.rest import configuration
+from service.rest.api import PersonalizerApi
+from service.rest.evaluations import EvaluationJobs
 from service.settings import Settings
 from service.store.lmdb_store import Store
 from service.workers import WorkerPool
@@ -87,7 +90,11 @@ async def serve(settings: Settings, declared: list[DecisionPointConfig]) -> None
     interceptors = server_interceptors(settings.rpc_log_sample, rpc_metrics, table, trust_forwarded_peer=pooled)
     server, health_servicer, port = grpc_server.build(settings, servicers, address=address, interceptors=interceptors)
     public_port = (settings.port or _free_port(settings.host)) if pooled else port
-    http = HttpServer(plane, rpc_metrics, lambda: ready)
+    jobs = EvaluationJobs(plane, settings.data_dir / "evaluations", configuration.learner_from_arguments)
+    api = PersonalizerApi(
+        plane, audit, table, lambda: ready, rpc_metrics, jobs, settings.retention_days, settings.rpc_log_sample
+    )
+    http = HttpServer(plane, rpc_metrics, lambda: ready, api, settings.max_message_bytes)
     http_port = await http.start(settings.host, settings.http_port) if settings.http_port else None
     await grpc_server.set_serving(health_servicer, False)
     await server.start()
@@ -131,6 +138,7 @@ async def serve(settings: Settings, declared: list[DecisionPointConfig]) -> None
     await server.stop(grace_left)  # in-flight calls finish; new ones get UNAVAILABLE
     ready = False
     await http.stop()
+    await jobs.stop()
     await loop.stop()
     loop.finish()
     plane.close()

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
 
 from service import metrics
 from service.plane import DecisionPlane, Stats
+from service.rest.api import PersonalizerApi
+from service.rest.errors import error_body
 from service.store.lmdb_store import FORMAT_VERSION
 from service.version import VERSION
 
-MAX_HEADER_BYTES = 8192
-READ_TIMEOUT_S = 5.0
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 COUNTER_HELP = {
     "explored": "Ranks whose shown action was not among the model's most likely (exploration).",
     "fallbacks": "Ranks answered with the fallback ranking because the model could not answer (fail-open).",
+    "rest_ignored_events": "REST Reward/Activate calls for unknown or closed events, accepted and ignored "
+    "(as Personalizer did).",
 }
 
 
@@ -45,6 +49,7 @@ def gauges(plane: DecisionPlane) -> list[metrics.Gauge]:
         "expired_events",
         "explored",
         "fallbacks",
+        "rest_ignored_events",
     ):
         samples = [([("decision_point", s.decision_point)], float(s.counters[counter])) for s in stats]
         help_text = COUNTER_HELP.get(counter, f"{counter.replace('_', ' ').capitalize()}.")
@@ -178,48 +183,57 @@ def mode_gauges(stats: list[Stats]) -> list[metrics.Gauge]:
     return found
 
 
+@web.middleware
+async def _json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Paths and methods that match no route: Personalizer's JSON error under /dp/, plain text elsewhere."""
+    try:
+        return await handler(request)
+    except web.HTTPException as error:
+        if not request.path.startswith("/dp/") or error.status < 400:
+            raise
+        message = f"{error.reason}: no such Personalizer route or method (the README lists them)"
+        body = error_body(error.reason.replace(" ", ""), message, "NO_ROUTE")
+        return web.json_response(body, status=error.status)
+
+
 class HttpServer:
-    def __init__(self, plane: DecisionPlane, rpc: metrics.RpcMetrics, serving: Callable[[], bool]) -> None:
+    """The HTTP port: /metrics, /healthz and (when given) Personalizer's REST API, on aiohttp in the
+    server's event loop."""
+
+    def __init__(
+        self,
+        plane: DecisionPlane,
+        rpc: metrics.RpcMetrics,
+        serving: Callable[[], bool],
+        api: PersonalizerApi | None = None,
+        max_body_bytes: int = 4 * 1024 * 1024,
+    ) -> None:
         self.plane, self.rpc, self.serving = plane, rpc, serving
-        self._server: asyncio.Server | None = None
+        self.app = web.Application(client_max_size=max_body_bytes, middlewares=[_json_errors])
+        self.app.router.add_get("/metrics", self._metrics)
+        self.app.router.add_get("/healthz", self._healthz)
+        if api is not None:
+            api.add_routes(self.app, max_body_bytes)
+        self._runner: web.AppRunner | None = None
 
     async def start(self, host: str, port: int) -> int:
-        self._server = await asyncio.start_server(self._handle, host, port)
-        return int(self._server.sockets[0].getsockname()[1])
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        return int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        if self._runner is not None:
+            await self._runner.cleanup()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_S)
-            method, path, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
-            status, body, kind = self._route(method, path.split("?", 1)[0])
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
-            status, body, kind = "400 Bad Request", "bad request\n", "text/plain"
-        payload = body.encode()
-        writer.write(
-            f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(payload)}\r\n"
-            "Connection: close\r\n\r\n".encode()
-            + payload
-        )
-        try:
-            await writer.drain()
-        finally:
-            writer.close()
+    async def _metrics(self, request: web.Request) -> web.Response:
+        text = metrics.render(self.rpc, lambda: gauges(self.plane))
+        return web.Response(body=text.encode(), headers={"Content-Type": METRICS_TYPE})
 
-    def _route(self, method: str, path: str) -> tuple[str, str, str]:
-        if method != "GET":
-            return "405 Method Not Allowed", "only GET\n", "text/plain"
-        if path == "/metrics":
-            text = metrics.render(self.rpc, lambda: gauges(self.plane))
-            return "200 OK", text, "text/plain; version=0.0.4; charset=utf-8"
-        if path == "/healthz":
-            return (
-                ("200 OK", "SERVING\n", "text/plain")
-                if self.serving()
-                else ("503 Service Unavailable", "NOT_SERVING\n", "text/plain")
-            )
-        return "404 Not Found", "try /metrics or /healthz\n", "text/plain"
+    async def _healthz(self, request: web.Request) -> web.Response:
+        if self.serving():
+            return web.Response(text="SERVING\n")
+        return web.Response(text="NOT_SERVING\n", status=503)

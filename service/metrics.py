@@ -42,13 +42,13 @@ class RpcMetrics:
 
     def render(self) -> list[str]:
         lines = [
-            "# HELP kairos_rpc_total gRPC calls by method and status.",
+            "# HELP kairos_rpc_total Calls by method and status (gRPC methods; REST routes as personalizer/...).",
             "# TYPE kairos_rpc_total counter",
         ]
         for (method, status), count in sorted(self.calls.items()):
             lines.append(f"kairos_rpc_total{_labels([('method', method), ('status', status)])} {count}")
         lines += [
-            "# HELP kairos_rpc_duration_seconds Server-side latency of gRPC calls.",
+            "# HELP kairos_rpc_duration_seconds Server-side latency of calls (gRPC and REST).",
             "# TYPE kairos_rpc_duration_seconds histogram",
         ]
         for (method, status), counts in sorted(self.buckets.items()):

@@ -603,6 +603,13 @@ class DecisionPlane:
         if activated:
             self._commit(state, pending, activated, activated=True)
 
+    def count(self, decision_point: str, counter: str) -> None:
+        """Add one to a decision point's ``counter`` (one of models.COUNTER_NAMES), committed at once."""
+        state = self.state_of(decision_point)
+        pending = _Pending()
+        pending.deltas[counter] += 1
+        self._commit(state, pending)
+
     def close_windows(self, now: int, limit: int = 2000) -> int:
         """Close every reward window whose deadline has passed: learn (default reward) or expire."""
         with self.store.read() as txn:
@@ -1046,6 +1053,51 @@ class DecisionPlane:
         if gone:
             self.store.write(commit)
         return len(gone)
+
+    def delete_logs(self, name: str, after_key: bytes = b"", limit: int = 1000) -> bytes | None:
+        """Delete up to ``limit`` of ``name``'s logged decisions whose windows have closed, in ranking order
+        after the time key ``after_key``; returns the key to continue after, None when done. Open windows
+        stay: their rewards still arrive and are learned."""
+        self.state_of(name)
+        with self.store.read() as txn:
+            page = self.store.ranked_page(txn, after_key, NO_END, limit)
+            gone = [
+                (key, event)
+                for key, dp, event in page
+                if dp == name and (d := self.store.get_decision(txn, dp, event)) is not None and d.state != OPEN
+            ]
+
+        def commit(txn: Txn) -> None:
+            for key, event in gone:
+                decision = self.store.get_decision(txn, name, event)
+                if decision is not None and decision.state != OPEN:
+                    self.store.drop_subject_event_of(txn, decision, name)
+                    self.store.forget_decision(txn, key, name, event)
+
+        if gone:
+            self.store.write(commit)
+        return page[-1][0] if len(page) == limit else None
+
+    def log_range(self, name: str, page_size: int = 10_000) -> tuple[int, int] | None:
+        """When ``name``'s oldest and newest logged decisions were ranked (ms); None without any. Reads
+        LMDB a page per short transaction, so a caller may run it on another thread."""
+        self.state_of(name)
+        first = last = None
+        after = b""
+        while True:
+            with self.store.read() as txn:
+                page = self.store.ranked_page(txn, after, NO_END, page_size)
+                mine = [
+                    d.ranked_at_ms
+                    for _, dp, event in page
+                    if dp == name and (d := self.store.get_decision(txn, dp, event))
+                ]
+            if mine:
+                first = mine[0] if first is None else first
+                last = mine[-1]
+            if len(page) < page_size:
+                return None if first is None or last is None else (first, last)
+            after = page[-1][0]
 
     def profile_ttls(self) -> dict[str, int]:
         """Namespaces whose stored features every decision point ignores after a TTL, with the longest one:

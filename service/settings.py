@@ -26,7 +26,8 @@ class Settings:
     port: int = 50051
     """gRPC port; 0 picks a free one (see port_file)."""
     http_port: int = 0
-    """Port of the HTTP side server with Prometheus /metrics and /healthz; 0 turns it off."""
+    """Port of the HTTP server: Prometheus /metrics, /healthz and the Personalizer-compatible REST API
+    under /dp/NAME/personalizer; 0 turns it off."""
     data_dir: Path = Path("kairos-data")
     """Directory of the LMDB database and model checkpoints."""
     workers: int = 1

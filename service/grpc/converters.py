@@ -417,6 +417,7 @@ def stats_pb(stats: Stats) -> admin_pb.DecisionPointStats:
         fallbacks=counters["fallbacks"],
         challenger=None if stats.challenger is None else challenger_stats_pb(stats.challenger),
         learning_mode=_LEARNING_MODE_PB.get(stats.learning_mode, types_pb.LEARNING_MODE_ONLINE),
+        rest_ignored_events=counters["rest_ignored_events"],
     )
     if stats.apprentice is not None:
         found = stats.apprentice

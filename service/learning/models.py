@@ -35,6 +35,8 @@ COUNTER_NAMES = (
     "open_events",
     "explored",  # ranks whose shown action was not among the model's most likely
     "fallbacks",
+    # REST Reward/Activate calls for unknown or closed events, accepted (as Personalizer did) and ignored
+    "rest_ignored_events",
 )
 
 

@@ -209,6 +209,7 @@ class DecisionPointStats(_message.Message):
     LEARNING_MODE_FIELD_NUMBER: _builtins.int
     APPRENTICE_FIELD_NUMBER: _builtins.int
     HOLDOUT_FIELD_NUMBER: _builtins.int
+    REST_IGNORED_EVENTS_FIELD_NUMBER: _builtins.int
     decision_point: _builtins.str
     ranks: _builtins.int
     """Events ranked (retries of the same event id count once)."""
@@ -228,6 +229,10 @@ class DecisionPointStats(_message.Message):
     """Ranks answered with the fallback ranking because the model could not answer (see RankResponse)."""
     learning_mode: _types_pb2.LearningMode.ValueType
     """The decision point's learning mode now."""
+    rest_ignored_events: _builtins.int
+    """Reward and Activate calls of the REST API for unknown or closed events: accepted, as the
+    Personalizer API did, and ignored (the gRPC API refuses them).
+    """
     @_builtins.property
     def learner(self) -> Global___LearnerStatus: ...
     @_builtins.property
@@ -259,10 +264,11 @@ class DecisionPointStats(_message.Message):
         learning_mode: _types_pb2.LearningMode.ValueType = ...,
         apprentice: Global___ApprenticeStats | None = ...,
         holdout: Global___HoldoutStats | None = ...,
+        rest_ignored_events: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["apprentice", b"apprentice", "challenger", b"challenger", "holdout", b"holdout", "learner", b"learner"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["apprentice", b"apprentice", "average_reward", b"average_reward", "challenger", b"challenger", "decision_point", b"decision_point", "default_rewards", b"default_rewards", "duplicate_rewards", b"duplicate_rewards", "fallbacks", b"fallbacks", "holdout", b"holdout", "late_rewards", b"late_rewards", "learned", b"learned", "learner", b"learner", "learning_mode", b"learning_mode", "ranks", b"ranks", "rewards", b"rewards"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apprentice", b"apprentice", "average_reward", b"average_reward", "challenger", b"challenger", "decision_point", b"decision_point", "default_rewards", b"default_rewards", "duplicate_rewards", b"duplicate_rewards", "fallbacks", b"fallbacks", "holdout", b"holdout", "late_rewards", b"late_rewards", "learned", b"learned", "learner", b"learner", "learning_mode", b"learning_mode", "ranks", b"ranks", "rest_ignored_events", b"rest_ignored_events", "rewards", b"rewards"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,1 @@
+"""Azure Personalizer's REST API served by Kairos (see service.rest.api for the routes)."""
