@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -119,7 +120,13 @@ def test_streaming_calls_are_counted_and_logged_once_each(make_server: Callable[
     list(server.admin.ExportDecisions(apb.ExportDecisionsRequest(decision_point="demo")))  # nothing closed yet
     with pytest.raises(grpc.RpcError):
         list(server.admin.ExportDecisions(apb.ExportDecisionsRequest(decision_point="missing")))
-    text = urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5).read().decode()
+    # A stream's status reaches the client before the server's wrapper has finished counting it.
+    deadline = time.monotonic() + 10
+    while True:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5).read().decode()
+        if 'method="ExportDecisions",status="NOT_FOUND"' in text or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert sample(text, "kairos_rpc_total", method="RankStream", status="OK") == 1
     assert sample(text, "kairos_rpc_total", method="ExportDecisions", status="OK") == 1
     assert sample(text, "kairos_rpc_total", method="ExportDecisions", status="NOT_FOUND") == 1
