@@ -931,7 +931,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--subjects",
         type=int,
         default=10_000,
-        help="profiles stored before the run (profile and catalog scenarios; default 10000)",
+        help="profiles stored before the run, each ranked in turn (profile and catalog scenarios; default 10000)",
     )
     parser.add_argument(
         "--actions",
@@ -962,8 +962,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="who sends the calls: h2load (from nghttp2-client; the default when installed) sends the health "
         "checks and the unrewarded Ranks while this process sends the rewarded ones; python sends everything "
-        "from this process (costs the shared machine more CPU per call; the catalog scenario's default, "
-        "since h2load would send one subject per connection again and again into its frequency caps)",
+        "from this process (costs the shared machine more CPU per call; the only client of the profile and "
+        "catalog scenarios, since h2load would rank the same 16 subjects, one per connection, again and again: "
+        "their contact histories fill up and their frequency caps bind within seconds)",
     )
     parser.add_argument("--timeout", type=float, default=5.0, help="deadline of each call in seconds (default 5)")
     parser.add_argument(
@@ -1033,11 +1034,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.rates is None:
         args.rates = list(QUICK_RATES if args.quick else DEFAULT_RATES)
     if args.client is None:
-        args.client = "h2load" if shutil.which("h2load") and args.scenario != "catalog" else "python"
-    if args.scenario == "catalog" and args.client == "h2load":
+        args.client = "h2load" if shutil.which("h2load") and args.scenario == "inline" else "python"
+    if args.scenario != "inline" and args.client == "h2load":
         parser.error(
-            "the catalog scenario needs --client python: h2load repeats one request per connection, so a "
-            "handful of subjects would run into their frequency caps within seconds"
+            f"the {args.scenario} scenario needs --client python: h2load repeats one request per connection, "
+            "so 16 subjects would be ranked dozens of times a second each (their contact histories fill up "
+            "and frequency caps bind), which no real customer base does"
         )
     if args.scenario != "inline" and args.subjects < 1:
         parser.error("--subjects must be at least 1")

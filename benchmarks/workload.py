@@ -179,7 +179,7 @@ def build_workload(scenario: str, seed: int, pool: int, actions: int, catalog_si
     ids = [f"subject-{i:07d}" for i in range(subjects)]
     profiles = [(subject, build_profile(rng)) for subject in ids]
     requests = []
-    for i in range(pool):
+    for i in range(max(pool, subjects)):  # every stored subject is ranked in turn
         request = dpb.RankRequest(
             decision_point=DECISION_POINT, subject_id=ids[i % subjects], channel=CHANNEL, context=live_context(rng)
         )

@@ -41,6 +41,8 @@ def test_catalog_scenario_ranks_the_stored_catalog_under_contact_rules(tmp_path:
     assert rank["errors"] == 0 and rank["ok"] == 30  # every Rank found eligible catalog offers
 
 
-def test_catalog_scenario_refuses_h2load() -> None:
+@pytest.mark.parametrize("scenario", ["profile", "catalog"])
+def test_subject_scenarios_refuse_h2load(scenario: str) -> None:
     with pytest.raises(SystemExit):
-        load.parse_args(["--scenario", "catalog", "--client", "h2load"])
+        load.parse_args(["--scenario", scenario, "--client", "h2load"])
+    assert load.parse_args(["--scenario", scenario]).client == "python"
