@@ -7,8 +7,10 @@ Kept apart from the serving commands; heavy imports happen inside the handlers s
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -244,7 +246,6 @@ def _reward_range(text: str | None) -> tuple[float, float] | None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import json
 
     from service.offline import evaluate as evaluation_module
     from service.offline.spec import DEFAULT_SPECS, SpecError, parse_spec
@@ -277,23 +278,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"kairos evaluate: {err}", file=sys.stderr)
         return 2
     print(evaluation_module.table(result))
-    try:
-        if args.out:
-            args.out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-        chart_path = args.chart or (args.out.with_suffix(".png") if args.out else None)
-        if chart_path:
-            try:
-                evaluation_module.chart(result, chart_path)
-            except ImportError:
-                print(
-                    "kairos evaluate: matplotlib is not installed (install the bench extra: kairos[bench]); "
-                    "no chart written",
-                    file=sys.stderr,
-                )
-    except OSError as err:
-        print(f"kairos evaluate: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return _write_results("evaluate", result.to_dict(), args, lambda path: evaluation_module.chart(result, path))
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -486,7 +471,6 @@ def _one_reward_range(config: DecisionPointConfig) -> tuple[float, float] | None
 
 
 def _import_logs(args: argparse.Namespace) -> int:
-    import json
     import time
     from contextlib import ExitStack
 
@@ -617,7 +601,6 @@ def add_importance_parser(sub: argparse._SubParsersAction) -> None:  # type: ign
 
 
 def _importance(args: argparse.Namespace) -> int:
-    import json
 
     from service.offline import importance
     from service.offline.evaluate import EvaluationError
@@ -647,20 +630,27 @@ def _importance(args: argparse.Namespace) -> int:
         print(f"kairos importance: {err}", file=sys.stderr)
         return 2
     print(importance.table(result))
+    return _write_results("importance", result.to_dict(), args, lambda path: importance.chart(result, path))
+
+
+def _write_results(
+    command: str, result: dict[str, Any], args: argparse.Namespace, chart: Callable[[Path], None]
+) -> int:
+    """``--out`` JSON and the chart (``--chart``, or beside the JSON); a missing matplotlib only skips the chart."""
     try:
         if args.out:
-            args.out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+            args.out.write_text(json.dumps(result, indent=2) + "\n")
         chart_path = args.chart or (args.out.with_suffix(".png") if args.out else None)
         if chart_path:
             try:
-                importance.chart(result, chart_path)
+                chart(chart_path)
             except ImportError:
                 print(
-                    "kairos importance: matplotlib is not installed (install the bench extra: kairos[bench]); "
+                    f"kairos {command}: matplotlib is not installed (install the bench extra: kairos[bench]); "
                     "no chart written",
                     file=sys.stderr,
                 )
     except OSError as err:
-        print(f"kairos importance: {err}", file=sys.stderr)
+        print(f"kairos {command}: {err}", file=sys.stderr)
         return 1
     return 0
