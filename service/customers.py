@@ -344,10 +344,10 @@ class CustomerContext:
     def record_exposures(
         self, txn: Txn, context: RankContext, dp: str, decisions: Sequence[Decision], channel: str, now_ms: int
     ) -> None:
-        """record_exposure for every slot decision of one RankSlots event, in its one transaction."""
-        for decision in decisions:
+        """record_exposure for each decision (one of a Rank, one a slot of a RankSlots event), in one transaction."""
+        for i, decision in enumerate(decisions):
             self.record_exposure(txn, context, dp, decision, channel, now_ms)
-            if context.subject_id:  # the next slot's check compares against what this one wrote
+            if context.subject_id and i + 1 < len(decisions):  # the next slot's check sees what this one wrote
                 context.contacts_raw = self.store.get_subject(txn, "contacts", context.subject_id)
                 context.history = decode_exposures(context.contacts_raw)
 

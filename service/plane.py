@@ -19,7 +19,7 @@ import shutil
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -362,29 +362,56 @@ class DecisionPlane:
         pending.deltas["open_events"] += 1
         if ranking.probabilities[ranking.order[0]] < max(ranking.probabilities):
             pending.deltas["explored"] += 1  # the action shown is not among the model's most likely
-        namespaces_grew = len(table.indices) != known_namespaces
+        existing = self.commit_decisions(
+            state,
+            request.event_id,
+            subject,
+            [decision],
+            request.channel,
+            new_lines,
+            pending.deltas,
+            namespaces_grew=len(table.indices) != known_namespaces,
+        )
+        if existing is not None:
+            return _answer(existing), False
+        return _answer(decision), True
+
+    def commit_decisions(
+        self,
+        state: ModelState,
+        requested_event_id: str,
+        subject: RankContext | None,
+        decisions: Sequence[Decision],
+        channel: str,
+        new_lines: list[tuple[bytes, str]],
+        deltas: Mapping[str, int],
+        namespaces_grew: bool,
+    ) -> Decision | None:
+        """The one write transaction of a Rank (one decision) or a RankSlots event (one a slot): exposures,
+        new action lines, the decisions, counters and grown namespaces. Returns the decision another process
+        stored under ``requested_event_id`` meanwhile (nothing is written then), else None."""
 
         def commit(txn: Txn) -> Decision | None:
-            if request.event_id:  # another process may have ranked the same event id meanwhile
-                existing = self.store.get_decision(txn, state.name, request.event_id)
+            if requested_event_id:  # another process may have ranked the same event id meanwhile
+                existing = self.store.get_decision(txn, state.name, requested_event_id)
                 if existing is not None:
                     return existing
             if subject is not None:
-                self.customers.record_exposure(txn, subject, state.name, decision, request.channel, self.clock())
+                self.customers.record_exposures(txn, subject, state.name, decisions, channel, self.clock())
             self.store.put_lines(txn, new_lines)
-            self.store.add_new_decision(txn, state.name, decision)
-            self.store.add_counters(txn, state.name, pending.deltas)
+            for decision in decisions:
+                self.store.add_new_decision(txn, state.name, decision)
+            self.store.add_counters(txn, state.name, deltas)
             if namespaces_grew:
                 self.store.put_decision_point(txn, state.record)
             return None
 
         existing = self.store.write(commit)
-        if existing is not None:
-            return _answer(existing), False
-        self.store.remember_lines(new_lines)
-        if namespaces_grew:
-            models.follow_namespaces(self.store, self.models_dir, state, self.checkpoints_kept)
-        return _answer(decision), True
+        if existing is None:
+            self.store.remember_lines(new_lines)
+            if namespaces_grew:
+                models.follow_namespaces(self.store, self.models_dir, state, self.checkpoints_kept)
+        return existing
 
     def withdraw_namespaces(self, state: ModelState, known: int) -> None:
         """Withdraw the namespace indices given after the first ``known`` by a call that did not commit (see

@@ -45,7 +45,6 @@ from service import modes
 from service.customers import RankContext
 from service.domain import MAX_SLOTS, Decision, slot_event_id
 from service.errors import invalid
-from service.learning import models
 from service.learning.models import ModelState, now_ms
 from service.plane import DecisionPlane, RankCandidate, RankInput, check_id, event_kind_error, log
 from service.store.lmdb_store import DAY_MS, Store, Txn
@@ -296,30 +295,19 @@ class SlotRanker:
 
         deltas = {"ranks": 1, "open_events": len(decisions), "fallbacks": int(bool(fallback_reason))}
         deltas["explored"] = sum(d.chosen_probability < max(d.probabilities) for d in decisions)
-        namespaces_grew = len(table.indices) != known_namespaces
-
-        def commit(txn: Txn) -> Decision | None:
-            if request.event_id:  # another process may have ranked the same event id meanwhile
-                existing = self.store.get_decision(txn, state.name, request.event_id)
-                if existing is not None:
-                    return existing
-            if subject is not None:
-                plane.customers.record_exposures(txn, subject, state.name, decisions, request.channel, plane.clock())
-            self.store.put_lines(txn, new_lines)
-            for decision in decisions:
-                self.store.add_new_decision(txn, state.name, decision)
-            self.store.add_counters(txn, state.name, deltas)
-            if namespaces_grew:
-                self.store.put_decision_point(txn, state.record)
-            return None
-
-        existing = self.store.write(commit)
+        existing = plane.commit_decisions(
+            state,
+            request.event_id,
+            subject,
+            decisions,
+            request.channel,
+            new_lines,
+            deltas,
+            namespaces_grew=len(table.indices) != known_namespaces,
+        )
         if existing is not None:
             with self.store.read() as txn:
                 return self._answer(txn, state.name, existing), False
-        self.store.remember_lines(new_lines)
-        if namespaces_grew:
-            models.follow_namespaces(self.store, plane.models_dir, state, plane.checkpoints_kept)
         output = RankSlotsOutput(
             event_id=event_id,
             slots=[
