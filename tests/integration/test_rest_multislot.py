@@ -213,6 +213,9 @@ def test_bad_multi_slot_rewards_apply_nothing(rest: Rest) -> None:
     with pytest.raises(HttpResponseError) as caught:  # a single-slot event has no slots: a mix-up, said clearly
         client.reward_multi_slot(single["eventId"], {"reward": [{"slotId": "hero", "value": 1.0}]})
     assert caught.value.status_code == 400 and "events/" in str(caught.value) and "slot_id" not in str(caught.value)
+    with pytest.raises(HttpResponseError) as caught:  # and the reverse
+        client.reward(answer["eventId"], {"value": 1.0})
+    assert caught.value.status_code == 400 and "multislot/events/" in str(caught.value)
     stats = rest.stats("slots-bad-rewards")
     assert (stats.rewards, stats.rest_ignored_events) == (0, 0)
 
