@@ -14,7 +14,7 @@ import json
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,14 +83,20 @@ class JobStore:
     def _path(self, decision_point: str, job_id: str) -> Path:
         return self.root / decision_point / f"{job_id}.json"
 
-    def _interrupted(self) -> None:
-        """Records left Running by a stopped process will never finish: mark them Failed."""
-        for path in self.root.glob("*/*.json"):
+    def _records(self, pattern: str) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """The readable records whose files match ``pattern``; unreadable ones are logged and left out."""
+        for path in sorted(self.root.glob(pattern)):
             try:
                 record = json.loads(path.read_text())
             except (OSError, ValueError) as err:
                 log.warning("job_record_unreadable", kind=self.noun, file=path.name, error=str(err))
                 continue
+            if isinstance(record, dict):
+                yield path, record
+
+    def _interrupted(self) -> None:
+        """Records left Running by a stopped process will never finish: mark them Failed."""
+        for path, record in self._records("*/*.json"):
             if record.get("status") == RUNNING:
                 record["status"] = FAILED
                 record["description"] = "interrupted by a restart of Kairos; create it again"
@@ -169,8 +175,8 @@ class JobStore:
     def list(self, decision_point: str) -> list[dict[str, Any]]:
         """Every record of the decision point, oldest first."""
         self.plane.get_decision_point(decision_point)
-        found = [json.loads(p.read_text()) for p in sorted((self.root / decision_point).glob("*.json"))]
-        return sorted(found, key=lambda record: record["creationTime"])
+        found = [record for _, record in self._records(f"{decision_point}/*.json")]
+        return sorted(found, key=lambda record: str(record.get("creationTime")))
 
     def delete(self, decision_point: str, job_id: str) -> None:
         self.get(decision_point, job_id)
