@@ -25,6 +25,8 @@ from service.plane import DecisionPlane, Limits
 from service.rest import configuration
 from service.rest.api import PersonalizerApi
 from service.rest.evaluations import EvaluationJobs
+from service.rest.importances import ImportanceJobs
+from service.rest.jobs import new_executor
 from service.settings import Settings
 from service.store.lmdb_store import Store
 from service.workers import WorkerPool
@@ -90,9 +92,19 @@ async def serve(settings: Settings, declared: list[DecisionPointConfig]) -> None
     interceptors = server_interceptors(settings.rpc_log_sample, rpc_metrics, table, trust_forwarded_peer=pooled)
     server, health_servicer, port = grpc_server.build(settings, servicers, address=address, interceptors=interceptors)
     public_port = (settings.port or _free_port(settings.host)) if pooled else port
-    jobs = EvaluationJobs(plane, settings.data_dir / "evaluations", configuration.learner_from_arguments)
+    offline = new_executor()  # evaluations and feature importances take turns on one thread
+    jobs = EvaluationJobs(plane, settings.data_dir / "evaluations", configuration.learner_from_arguments, offline)
+    importances = ImportanceJobs(plane, settings.data_dir / "featureImportances", offline)
     api = PersonalizerApi(
-        plane, audit, table, lambda: ready, rpc_metrics, jobs, settings.retention_days, settings.rpc_log_sample
+        plane,
+        audit,
+        table,
+        lambda: ready,
+        rpc_metrics,
+        jobs,
+        importances,
+        settings.retention_days,
+        settings.rpc_log_sample,
     )
     http = HttpServer(plane, rpc_metrics, lambda: ready, api, settings.max_message_bytes)
     http_port = await http.start(settings.host, settings.http_port) if settings.http_port else None
@@ -139,6 +151,7 @@ async def serve(settings: Settings, declared: list[DecisionPointConfig]) -> None
     ready = False
     await http.stop()
     await jobs.stop()
+    await importances.stop()
     await loop.stop()
     loop.finish()
     plane.close()

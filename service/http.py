@@ -18,8 +18,8 @@ METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 COUNTER_HELP = {
     "explored": "Ranks whose shown action was not among the model's most likely (exploration).",
     "fallbacks": "Ranks answered with the fallback ranking because the model could not answer (fail-open).",
-    "rest_ignored_events": "REST Reward/Activate calls for unknown or closed events, accepted and ignored "
-    "(as Personalizer did).",
+    "rest_ignored_events": "REST Reward/Activate calls for unknown or closed events (or unknown slots), accepted "
+    "and ignored (as Personalizer did).",
 }
 
 

@@ -156,6 +156,15 @@ def check_id(kind: str, value: str, required: bool = True, printable: bool = Tru
         )
 
 
+def check_reward(config: DecisionPointConfig, value: float) -> None:
+    if not math.isfinite(value) or not config.reward_min <= value <= config.reward_max:
+        raise invalid(
+            "REWARD_OUT_OF_RANGE",
+            f"reward {value} must be finite and within [{config.reward_min:g}, {config.reward_max:g}], "
+            "the decision point's reward range",
+        )
+
+
 def check_name(name: str) -> None:
     if not NAME_PATTERN.fullmatch(name):
         raise invalid(
@@ -566,12 +575,7 @@ class DecisionPlane:
         check_id("event_id", event_id)
         check_id("reward_id", reward_id, required=False)
         check_id("slot_id", slot_id, required=False)
-        if not math.isfinite(value) or not config.reward_min <= value <= config.reward_max:
-            raise invalid(
-                "REWARD_OUT_OF_RANGE",
-                f"reward {value} must be finite and within [{config.reward_min:g}, {config.reward_max:g}], "
-                "the decision point's reward range",
-            )
+        check_reward(config, value)
         decision = self._rewarded(state, event_id, slot_id)
         pending = _Pending()
         late = decision.state == EXPIRED or now_ms() > decision.deadline_ms

@@ -10,6 +10,9 @@ Verb   Path (after the prefix)               Status  Kairos
 POST   rank                                  201     DecisionPlane.rank
 POST   events/{eventId}/reward               204     DecisionPlane.reward (unknown/closed: ignored)
 POST   events/{eventId}/activate             204     DecisionPlane.activate (unknown/closed: ignored)
+POST   multislot/rank                        201     DecisionPlane.rank_slots
+POST   multislot/events/{eventId}/reward     204     DecisionPlane.reward per slot (unknown slot: ignored)
+POST   multislot/events/{eventId}/activate   204     DecisionPlane.activate (every slot)
 GET    configurations/service                200     the decision point's configuration
 PUT    configurations/service                200     UpdateDecisionPoint
 GET    configurations/policy                 200     learner options as a VW command line
@@ -20,6 +23,10 @@ PUT    evaluations/{evaluationId}            200     start an offline evaluation
 GET    evaluations/{evaluationId}            200     its status and results
 GET    evaluations                           200     ``{"value": [...]}``
 DELETE evaluations/{evaluationId}            204     forget it
+PUT    featureImportances/{id}               200     start a feature importance (background thread)
+GET    featureImportances/{id}               200     its status and featureScores
+GET    featureImportances                    200     ``{"value": [...]}``
+DELETE featureImportances/{id}               204     forget it
 DELETE logs                                  204     delete logged decisions whose windows closed
 GET    logs/properties                       200     ``{"dateRange": {"from", "to"}}``
 GET    model                                 200     ExportModel (application/octet-stream)
@@ -31,8 +38,9 @@ GET    model/properties                      200     checkpoint times of the cur
 Recorded from both SDKs: JSON bodies (``Content-Type: application/json``; the model's PUT sends
 ``application/octet-stream``), the key in ``Ocp-Apim-Subscription-Key``. Query parameters besides
 ``api-version``: ``evaluations/{id}`` GET sends ``startTime``, ``endTime`` (and optionally
-``intervalInMinutes``, ``window``: the whole result is returned whatever they say), ``evaluations`` GET
-``top``, ``skip`` (honoured) and ``filter`` (ignored), ``model`` GET ``signed`` (ignored).
+``intervalInMinutes``, ``window``: the whole result is returned whatever they say), ``evaluations`` and
+``featureImportances`` GET ``top``, ``skip`` (honoured) and ``filter`` (ignored), ``model`` GET ``signed``
+(ignored). The older SDK has no multi-slot or feature importance calls; their ``v1.0`` paths are served too.
 
 Rank, reward and activate need a token with the ``serve`` scope, the rest ``admin`` (when
 authentication is on), sent as ``Ocp-Apim-Subscription-Key`` or ``Authorization: Bearer``.
@@ -41,10 +49,11 @@ authentication is on), sent as ``Ocp-Apim-Subscription-Key`` or ``Authorization:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -57,15 +66,18 @@ from service.audit import AuditLog
 from service.errors import Code, KairosError, invalid
 from service.metrics import RpcMetrics
 from service.offline.dsjson import iso_timestamp
-from service.plane import DecisionPlane
-from service.rest import configuration, converters
+from service.plane import DecisionPlane, check_reward
+from service.rest import configuration, converters, multislot
 from service.rest.errors import error_body, http_error
 from service.rest.evaluations import EvaluationJobs
+from service.rest.importances import ImportanceJobs
 
 log = structlog.get_logger("kairos.rest")
 PREFIXES = ("/dp/{dp}/personalizer/v1.0", "/dp/{dp}/personalizer")
 # Errors of the gRPC API that Personalizer answered with success (it took rewards asynchronously).
 LENIENT_REASONS = frozenset({"EVENT_NOT_FOUND", "REWARD_WINDOW_CLOSED", "ACTIVATION_WINDOW_CLOSED"})
+# And for a slot's reward: a slot the event does not have, or one left without an action.
+LENIENT_SLOT_REASONS = LENIENT_REASONS | {"SLOT_NOT_FOUND", "SLOT_HAS_NO_ACTION"}
 LENIENT_COUNTER = "rest_ignored_events"
 LOG_DELETE_PAGE = 1000
 
@@ -97,11 +109,13 @@ class PersonalizerApi:
         ready: Callable[[], bool],
         metrics: RpcMetrics,
         jobs: EvaluationJobs,
+        importances: ImportanceJobs,
         retention_days: float,
         log_sample: float = 1.0,
     ) -> None:
         self.plane, self.audit, self.table, self.ready = plane, audit, table, ready
         self.metrics, self.jobs, self.retention_days = metrics, jobs, retention_days
+        self.importances = importances
         self.log_sample = log_sample  # share of successful calls that get a log line, as for gRPC
         self._random = random.Random()
         self.max_body_bytes = 0  # set by add_routes, for the 413 message
@@ -210,11 +224,37 @@ class PersonalizerApi:
 
     async def reward(self, request: web.Request, dp: str) -> web.StreamResponse:
         value = converters.reward_value(await self._json(request))
-        self._leniently(dp, lambda: self.plane.reward(dp, request.match_info["event_id"], value))
+        event_id = request.match_info["event_id"]
+        with _in_rest_terms(event_id):
+            self._leniently(dp, lambda: self.plane.reward(dp, event_id, value))
         return web.Response(status=204)
 
     async def activate(self, request: web.Request, dp: str) -> web.StreamResponse:
+        """Single- and multi-slot: activating a multi-slot event activates every slot."""
         self._leniently(dp, lambda: self.plane.activate(dp, request.match_info["event_id"]))
+        return web.Response(status=204)
+
+    async def rank_slots(self, request: web.Request, dp: str) -> web.StreamResponse:
+        ranked = multislot.rank_slots_input(dp, await self._json(request))
+        return json_response(201, multislot.rank_slots_response(self.plane.rank_slots(ranked)))
+
+    async def reward_slots(self, request: web.Request, dp: str) -> web.StreamResponse:
+        event_id = request.match_info["event_id"]
+        rewards = multislot.slot_rewards(await self._json(request))
+        config = self.plane.get_decision_point(dp).config
+        for reward in rewards:  # all in range before any is applied
+            check_reward(config, reward.value)
+        ignored = False
+        for reward in rewards:
+            try:
+                with _in_rest_terms(event_id):
+                    self.plane.reward(dp, event_id, reward.value, slot_id=reward.slot_id)
+            except KairosError as error:
+                if error.reason not in LENIENT_SLOT_REASONS:
+                    raise
+                ignored = True
+        if ignored:  # one count per call, as for single-slot rewards
+            self.plane.count(dp, LENIENT_COUNTER)
         return web.Response(status=204)
 
     def _leniently(self, dp: str, call: Callable[[], None]) -> None:
@@ -283,12 +323,27 @@ class PersonalizerApi:
         return json_response(200, self.jobs.public(self.jobs.get(dp, request.match_info["evaluation_id"])))
 
     async def list_evaluations(self, request: web.Request, dp: str) -> web.StreamResponse:
-        found = [self.jobs.public(e) for e in self.jobs.list(dp)]
-        skip, top = _int_query(request, "skip", 0), _int_query(request, "top", len(found))
-        return json_response(200, {"value": found[skip : skip + top]})
+        return json_response(200, _page(request, [self.jobs.public(e) for e in self.jobs.list(dp)]))
 
     async def delete_evaluation(self, request: web.Request, dp: str) -> web.StreamResponse:
         self.jobs.delete(dp, request.match_info["evaluation_id"])
+        return web.Response(status=204)
+
+    # -- feature importances ----------------------------------------------------------------------
+
+    async def create_importance(self, request: web.Request, dp: str) -> web.StreamResponse:
+        importance_id = request.match_info["importance_id"]
+        self.importances.create(dp, importance_id, await self._json(request))
+        return json_response(200, self.importances.get(dp, importance_id))
+
+    async def get_importance(self, request: web.Request, dp: str) -> web.StreamResponse:
+        return json_response(200, self.importances.get(dp, request.match_info["importance_id"]))
+
+    async def list_importances(self, request: web.Request, dp: str) -> web.StreamResponse:
+        return json_response(200, _page(request, self.importances.list(dp)))
+
+    async def delete_importance(self, request: web.Request, dp: str) -> web.StreamResponse:
+        self.importances.delete(dp, request.match_info["importance_id"])
         return web.Response(status=204)
 
     # -- logs and model ---------------------------------------------------------------------------
@@ -333,6 +388,34 @@ class PersonalizerApi:
         return json_response(200, body)
 
 
+@contextlib.contextmanager
+def _in_rest_terms(event_id: str) -> Iterator[None]:
+    """A reward sent to the route of the other kind of event: the plane's refusal, told in REST's terms."""
+    shown = event_id[:80]
+    try:
+        yield
+    except KairosError as error:
+        if error.reason == "SLOT_ID_REQUIRED":
+            raise invalid(
+                error.reason,
+                f"event {shown!r} was ranked by multislot/rank: send its rewards to "
+                f'multislot/events/{shown}/reward as {{"reward": [{{"slotId": ..., "value": ...}}]}}',
+            ) from None
+        if error.reason == "EVENT_HAS_NO_SLOTS":
+            raise invalid(
+                error.reason,
+                f"event {shown!r} was ranked by rank, which has no slots: send its reward to "
+                f'events/{shown}/reward as {{"value": ...}}',
+            ) from None
+        raise
+
+
+def _page(request: web.Request, found: list[dict[str, Any]]) -> dict[str, Any]:
+    """A listing as Personalizer paged it: ``skip`` and ``top`` from the query."""
+    skip, top = _int_query(request, "skip", 0), _int_query(request, "top", len(found))
+    return {"value": found[skip : skip + top]}
+
+
 def _int_query(request: web.Request, name: str, default: int) -> int:
     text = request.query.get(name)
     if text is None:
@@ -347,6 +430,9 @@ ROUTES = (
     Route("POST", "/rank", S, PersonalizerApi.rank),
     Route("POST", "/events/{event_id}/reward", S, PersonalizerApi.reward),
     Route("POST", "/events/{event_id}/activate", S, PersonalizerApi.activate),
+    Route("POST", "/multislot/rank", S, PersonalizerApi.rank_slots),
+    Route("POST", "/multislot/events/{event_id}/reward", S, PersonalizerApi.reward_slots),
+    Route("POST", "/multislot/events/{event_id}/activate", S, PersonalizerApi.activate),
     Route("GET", "/configurations/service", A, PersonalizerApi.get_service_configuration),
     Route("PUT", "/configurations/service", A, PersonalizerApi.put_service_configuration),
     Route("GET", "/configurations/policy", A, PersonalizerApi.get_policy),
@@ -357,6 +443,10 @@ ROUTES = (
     Route("PUT", "/evaluations/{evaluation_id}", A, PersonalizerApi.create_evaluation),
     Route("GET", "/evaluations/{evaluation_id}", A, PersonalizerApi.get_evaluation),
     Route("DELETE", "/evaluations/{evaluation_id}", A, PersonalizerApi.delete_evaluation),
+    Route("GET", "/featureImportances", A, PersonalizerApi.list_importances),
+    Route("PUT", "/featureImportances/{importance_id}", A, PersonalizerApi.create_importance),
+    Route("GET", "/featureImportances/{importance_id}", A, PersonalizerApi.get_importance),
+    Route("DELETE", "/featureImportances/{importance_id}", A, PersonalizerApi.delete_importance),
     Route("DELETE", "/logs", A, PersonalizerApi.delete_logs),
     Route("GET", "/logs/properties", A, PersonalizerApi.log_properties),
     Route("GET", "/model", A, PersonalizerApi.export_model),

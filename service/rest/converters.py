@@ -6,7 +6,7 @@ import json
 import math
 from typing import Any
 
-from policies.features import Candidate
+from policies.features import Candidate, FeatureGroup
 from service.errors import invalid
 from service.plane import RankInput, RankOutput
 from service.rest.features import JsonFeatureError, feature_groups
@@ -26,7 +26,7 @@ def parse_json(raw: bytes) -> Any:
         raise invalid("INVALID_JSON", f"the request body is not valid JSON: {err}") from None
 
 
-def _optional(body: dict[str, Any], key: str, kind: type, description: str) -> Any:
+def optional(body: dict[str, Any], key: str, kind: type, description: str) -> Any:
     value = body.get(key)
     if value is not None and not isinstance(value, kind):
         raise invalid("INVALID_FIELD", f"{key} must be {description}, not {json.dumps(value)[:80]}")
@@ -36,17 +36,13 @@ def _optional(body: dict[str, Any], key: str, kind: type, description: str) -> A
 def rank_input(decision_point: str, body: Any) -> RankInput:
     if not isinstance(body, dict):
         raise invalid("INVALID_JSON", "the rank request must be a JSON object with contextFeatures and actions")
-    actions = _optional(body, "actions", list, "a list of actions") or []
-    excluded = _optional(body, "excludedActions", list, "a list of action ids") or []
+    actions = optional(body, "actions", list, "a list of actions") or []
+    excluded = optional(body, "excludedActions", list, "a list of action ids") or []
     if not all(isinstance(action_id, str) for action_id in excluded):
         raise invalid("INVALID_FIELD", "excludedActions must hold action ids (strings)")
-    event_id = _optional(body, "eventId", str, "a string") or ""
-    defer = bool(_optional(body, "deferActivation", bool, "true or false"))
-    try:
-        context = feature_groups(body.get("contextFeatures"), "contextFeatures")
-        candidates = [_candidate(number, action) for number, action in enumerate(actions)]
-    except JsonFeatureError as err:
-        raise invalid("INVALID_FEATURE", str(err)) from None
+    event_id = optional(body, "eventId", str, "a string") or ""
+    defer = bool(optional(body, "deferActivation", bool, "true or false"))
+    context, candidates = context_and_actions(body, actions)
     skipped = set(excluded)
     baseline = next((c.id for c in candidates if c.id not in skipped), "")
     return RankInput(
@@ -58,6 +54,15 @@ def rank_input(decision_point: str, body: Any) -> RankInput:
         defer_activation=defer,
         baseline_action_id=baseline,  # Personalizer's baseline: the first action not excluded
     )
+
+
+def context_and_actions(body: dict[str, Any], actions: list[Any]) -> tuple[tuple[FeatureGroup, ...], list[Candidate]]:
+    """The ``contextFeatures`` and the ``actions`` of a rank request (single- or multi-slot)."""
+    try:
+        context = feature_groups(body.get("contextFeatures"), "contextFeatures")
+        return context, [_candidate(number, action) for number, action in enumerate(actions)]
+    except JsonFeatureError as err:
+        raise invalid("INVALID_FEATURE", str(err)) from None
 
 
 def _candidate(number: int, action: Any) -> Candidate:
