@@ -24,6 +24,18 @@ _IMPORT = re.compile(r"^from kairos\.v1 import ", re.MULTILINE)
 _IMPORT_REWRITE = "from service._pb.kairos.v1 import "
 
 
+def tool(name: str) -> str | None:
+    """An executable installed beside this interpreter (a venv's bin, on PATH or not), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
+def _plugins() -> list[str]:
+    # `.venv/bin/python -m pytest` runs without the venv's bin on PATH, where protoc looks for plugins.
+    found = [(name, tool(f"protoc-gen-{name}")) for name in ("mypy", "mypy_grpc")]
+    return [f"--plugin=protoc-gen-{name}={path}" for name, path in found if path is not None]
+
+
 def generate(out_dir: Path) -> None:
     from grpc_tools import protoc  # dev dependency: only needed to regenerate
 
@@ -31,6 +43,7 @@ def generate(out_dir: Path) -> None:
     protos = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
     args = [
         "protoc",
+        *_plugins(),
         f"-I{PROTO_DIR}",
         f"-I{include}",
         f"--python_out={out_dir}",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,7 +18,7 @@ def test_generated_code_is_up_to_date() -> None:
 
 
 def test_buf_lint() -> None:
-    buf = shutil.which("buf")
+    buf = protogen.tool("buf")
     if buf is None:
         pytest.fail("buf is not installed: `pip install -e '.[test]'` installs it (buf-bin)")
     result = subprocess.run([buf, "lint"], cwd=PROTO, capture_output=True, text=True, check=False)
