@@ -83,7 +83,8 @@ def _json_row(line: str, default_ms: int) -> Row:
     return subject, groups, written
 
 
-def _csv_cell(raw: str) -> FeatureScalar:
+def csv_cell(raw: str) -> FeatureScalar:
+    """A CSV cell as a feature value: ``true``/``false`` booleans, numbers numbers, anything else a string."""
     if raw in ("true", "false"):
         return raw == "true"
     try:
@@ -113,7 +114,7 @@ def _csv_row(cells: list[str], width: int, subject_at: int, columns: CsvColumns,
     groups: dict[str, dict[str, FeatureScalar | None]] = {}
     for index, namespace, feature in columns:
         if cells[index] != "":
-            groups.setdefault(namespace, {})[feature] = _csv_cell(cells[index])
+            groups.setdefault(namespace, {})[feature] = csv_cell(cells[index])
     return cells[subject_at], list(groups.items()), default_ms
 
 

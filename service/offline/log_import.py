@@ -75,6 +75,7 @@ from service.offline.dsjson import (
     UNKNOWN_ACTION,
     BadEvent,
 )
+from service.profile_import import csv_cell
 
 Format = Literal["dsjson", "csv", "jsonl"]
 FORMATS: tuple[Format, ...] = ("dsjson", "csv", "jsonl")
@@ -419,15 +420,6 @@ def _jsonl_row(data: dict[str, Any], _text: str, line: int) -> Row:
     )
 
 
-def _csv_value(raw: str) -> str | float | bool:
-    if raw in ("true", "false"):
-        return raw == "true"
-    try:
-        return float(raw)
-    except ValueError:
-        return raw
-
-
 def _csv_rows(lines: _Lines) -> Iterator[tuple[int, Row | BadEvent]]:
     reader = csv.reader(lines)
     header = next(reader, None)
@@ -495,7 +487,7 @@ def _csv_row(cells: list[str], at: dict[str, int], context_columns: list[tuple[i
     context: dict[str, dict[str, Any]] = {}
     for index, namespace, feature in context_columns:
         if cells[index] != "":
-            context.setdefault(namespace, {})[feature] = _csv_value(cells[index])
+            context.setdefault(namespace, {})[feature] = csv_cell(cells[index])
     action_features: dict[str, Any] = {}
     if cell("action_features"):
         try:
